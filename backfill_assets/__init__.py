@@ -1,0 +1,1 @@
+"""Backfill and keep current OHLCV bars and financial-ML labels with Dagster."""

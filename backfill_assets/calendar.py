@@ -1,0 +1,91 @@
+"""Trading-session helpers over exchange-calendars (pure: no Dagster).
+
+Sessions are exchange-local dates; open/close instants are UTC. Half days (e.g. 2024-07-03,
+13:00 close) come from the calendar, so completeness checks never assume 390 minutes.
+"""
+
+import datetime as dt
+from collections.abc import Iterable, Sequence
+from functools import lru_cache
+
+import exchange_calendars as xcals
+import pandas as pd
+
+
+class CalendarError(ValueError):
+    """An unknown calendar, a non-session date, or a date outside the calendar's bounds."""
+
+
+class TradingCalendar:
+    """The sessions of one exchange from `start` to the calendar's forward bound (about a year ahead)."""
+
+    def __init__(self, name: str, start: dt.date) -> None:
+        try:
+            self._cal = xcals.get_calendar(name, start=pd.Timestamp(start))
+        except xcals.errors.InvalidCalendarName:
+            raise CalendarError(f"unknown exchange calendar {name!r} (e.g. XNYS, XNAS, XLON)") from None
+        self.name = name
+        self.tz = str(self._cal.tz)
+        schedule = self._cal.schedule
+        self._open = schedule["open"]
+        self._close = schedule["close"]
+        self._index = {ts.date(): i for i, ts in enumerate(schedule.index)}
+        self.sessions: tuple[dt.date, ...] = tuple(self._index)
+
+    @property
+    def first_session(self) -> dt.date:
+        return self.sessions[0]
+
+    @property
+    def last_session(self) -> dt.date:
+        return self.sessions[-1]
+
+    def is_session(self, day: dt.date) -> bool:
+        return day in self._index
+
+    def position(self, day: dt.date) -> int:
+        """Index of a session in this calendar; CalendarError if `day` is not a session."""
+        try:
+            return self._index[day]
+        except KeyError:
+            raise CalendarError(f"{day.isoformat()} is not a {self.name} session") from None
+
+    def sessions_in(self, start: dt.date, end: dt.date) -> list[dt.date]:
+        """Sessions in the closed range [start, end]."""
+        return [d for d in self.sessions if start <= d <= end]
+
+    def non_session_weekdays(self) -> list[dt.date]:
+        """Weekdays that are not sessions (holidays, closures) within this calendar's bounds."""
+        days = pd.bdate_range(self.first_session, self.last_session)
+        return [d.date() for d in days if d.date() not in self._index]
+
+    def open_close(self, day: dt.date) -> tuple[pd.Timestamp, pd.Timestamp]:
+        """UTC open and close of a session; bars are stamped at their start in [open, close)."""
+        i = self.position(day)
+        return self._open.iloc[i], self._close.iloc[i]
+
+    def session_minutes(self, day: dt.date) -> int:
+        """Regular-hours minutes of a session: 390 on a full day, 210 on a 13:00 early close."""
+        open_, close = self.open_close(day)
+        return int((close - open_) / pd.Timedelta(minutes=1))
+
+    def contiguous_runs(self, days: Iterable[dt.date]) -> list[list[dt.date]]:
+        """Split sessions into runs of consecutive sessions (a weekend or holiday does not break a run)."""
+        runs: list[list[dt.date]] = []
+        for day in sorted(set(days), key=self.position):
+            if runs and self.position(day) == self.position(runs[-1][-1]) + 1:
+                runs[-1].append(day)
+            else:
+                runs.append([day])
+        return runs
+
+
+@lru_cache(maxsize=8)
+def get_calendar(name: str, start: dt.date) -> TradingCalendar:
+    """A cached TradingCalendar; building one takes ~0.1-1 s depending on the span."""
+    return TradingCalendar(name, start)
+
+
+def session_dates(values: Sequence[str]) -> list[dt.date]:
+    """Parse ISO dates (partition keys) into dates."""
+    return [dt.date.fromisoformat(v) for v in values]

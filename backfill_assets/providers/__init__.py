@@ -1,0 +1,1 @@
+"""Bar providers behind one interface (pure: no Dagster)."""

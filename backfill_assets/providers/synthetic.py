@@ -1,0 +1,139 @@
+"""Deterministic offline bars: the embedded default, so the project runs with no keys or network.
+
+Each ticker has a stationary AR(1) log-price walk across sessions (seeded by the ticker) and, inside
+each session, a random path seeded by (ticker, session) with U-shaped volatility and volume that
+ends exactly on that day's close. Bars lie only inside regular hours; half days are shorter.
+Coarser timeframes aggregate the 1-minute path, clock-aligned like Alpaca (1Hour bars at hh:00).
+"""
+
+import datetime as dt
+import hashlib
+
+import numpy as np
+import pandas as pd
+
+from backfill_assets.calendar import TradingCalendar
+from backfill_assets.providers.base import BarRequest, FetchResult
+from backfill_assets.schemas import PROVIDER_COLUMNS, empty_bars
+from backfill_assets.timeframes import Timeframe
+
+EPOCH = np.datetime64("1970-01-01", "D")
+PHI = 0.999  # daily AR(1) persistence: trends for months, never drifts to zero
+DAILY_SD = 0.015
+GAP_SD = 0.004
+MINUTE_SD = 0.0006
+VOLUME_U_MEAN = 1 + 2.5 / 3  # mean of the 1 + 2.5u^2 volume profile over u in [-1, 1]
+
+
+def _seed(*parts: str) -> int:
+    digest = hashlib.blake2b("|".join(parts).encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "little")
+
+
+def _ticker_constants(ticker: str) -> tuple[float, float, float]:
+    """Base price (20-500), daily volume (1M-30M shares), and average trade size of a ticker."""
+    rng = np.random.default_rng(_seed(ticker, "constants"))
+    return 10 ** rng.uniform(1.3, 2.7), 10 ** rng.uniform(6.0, 7.5), rng.uniform(80, 250)
+
+
+def _close_logs(ticker: str, days: list[dt.date], base: float) -> tuple[np.ndarray, np.ndarray]:
+    """Log closes of each day and of the business day before it (the walk steps per weekday)."""
+    idx = np.busday_count(EPOCH, np.array(days, dtype="datetime64[D]"))
+    eps = np.random.default_rng(_seed(ticker, "daily")).normal(0.0, DAILY_SD, int(idx.max()) + 1)
+    k = np.arange(eps.size, dtype="float64")
+    walk = PHI**k * np.cumsum(eps * PHI ** (-k))  # x_n = sum_k phi^(n-k) eps_k, vectorised
+    return np.log(base) + walk[idx], np.log(base) + walk[idx - 1]
+
+
+def _session_minutes(
+    ticker: str, day: dt.date, open_ns: int, n: int, logs: tuple[float, float], consts: tuple[float, float, float]
+) -> dict[str, np.ndarray]:
+    close_log, prev_close_log = logs
+    _, daily_volume, trade_size = consts
+    rng = np.random.default_rng(_seed(ticker, day.isoformat()))
+    u = np.linspace(-1.0, 1.0, n)
+    profile = 1.0 + 1.5 * u**2
+    steps = rng.standard_normal(n) * MINUTE_SD * profile
+    open_log = prev_close_log + rng.normal(0.0, GAP_SD)
+    weights = profile**2
+    steps += (close_log - open_log - steps.sum()) * weights / weights.sum()
+    close = np.round(np.exp(open_log + np.cumsum(steps)), 2)
+    open_ = np.concatenate(([np.round(np.exp(open_log), 2)], close[:-1]))
+    wicks = np.abs(rng.standard_normal((2, n))) * MINUTE_SD * 0.6 * profile
+    high = np.round(np.maximum(open_, close) * np.exp(wicks[0]), 2)
+    low = np.round(np.minimum(open_, close) * np.exp(-wicks[1]), 2)
+    noise = rng.lognormal(0.0, 0.35, n)
+    volume = np.maximum(1.0, np.round(daily_volume / 390 * (1 + 2.5 * u**2) / VOLUME_U_MEAN * noise))
+    return {
+        "ts": open_ns + np.arange(n, dtype="int64") * 60_000_000_000,
+        "open": open_,
+        "high": high,
+        "low": low,
+        "close": close,
+        "volume": volume,
+        "trade_count": np.maximum(1, np.round(volume / trade_size)).astype("int64"),
+        "vwap": np.round((high + low + 2 * close) / 4, 4),
+    }
+
+
+def _aggregate(bars: dict[str, np.ndarray], starts: np.ndarray, bucket_ts: np.ndarray) -> dict[str, np.ndarray]:
+    """Aggregate consecutive minute bars into buckets starting at row indexes `starts`."""
+    ends = np.append(starts[1:], bars["ts"].size) - 1
+    volume = np.add.reduceat(bars["volume"], starts)
+    return {
+        "ts": bucket_ts,
+        "open": bars["open"][starts],
+        "high": np.maximum.reduceat(bars["high"], starts),
+        "low": np.minimum.reduceat(bars["low"], starts),
+        "close": bars["close"][ends],
+        "volume": volume,
+        "trade_count": np.add.reduceat(bars["trade_count"], starts),
+        "vwap": np.round(np.add.reduceat(bars["vwap"] * bars["volume"], starts) / volume, 4),
+    }
+
+
+def _resample(bars: dict[str, np.ndarray], timeframe: Timeframe, day_start_ns: int) -> dict[str, np.ndarray]:
+    if timeframe.minutes == 1:
+        return bars
+    if timeframe.is_daily:
+        return _aggregate(bars, np.array([0]), np.array([day_start_ns]))
+    width = timeframe.minutes * 60_000_000_000
+    buckets = bars["ts"] // width * width  # ET is a whole-hour UTC offset, so UTC flooring aligns
+    starts = np.flatnonzero(np.diff(buckets, prepend=-1))
+    return _aggregate(bars, starts, buckets[starts])
+
+
+class SyntheticProvider:
+    """Offline provider; identical output for identical (ticker, session, timeframe)."""
+
+    name = "synthetic"
+    adjustment = "raw"
+
+    def __init__(self, calendar: TradingCalendar) -> None:
+        self.calendar = calendar
+
+    def fetch(self, request: BarRequest) -> FetchResult:
+        days = list(request.sessions)
+        parts: list[dict[str, np.ndarray]] = []
+        tickers: list[np.ndarray] = []
+        for ticker in request.tickers:
+            consts = _ticker_constants(ticker)
+            closes, prev_closes = _close_logs(ticker, days, consts[0])
+            for day, close_log, prev_log in zip(days, closes, prev_closes, strict=True):
+                open_, _ = self.calendar.open_close(day)
+                minutes = _session_minutes(
+                    ticker, day, open_.value, self.calendar.session_minutes(day), (close_log, prev_log), consts
+                )
+                day_start = pd.Timestamp(day, tz=self.calendar.tz).tz_convert("UTC").value
+                parts.append(_resample(minutes, request.timeframe, day_start))
+                tickers.append(np.full(parts[-1]["ts"].size, ticker, dtype=object))
+        return FetchResult(bars=self._frame(parts, tickers))
+
+    @staticmethod
+    def _frame(parts: list[dict[str, np.ndarray]], tickers: list[np.ndarray]) -> pd.DataFrame:
+        if not parts:
+            return empty_bars()
+        columns = {c: np.concatenate([p[c] for p in parts]) for c in PROVIDER_COLUMNS if c != "ticker"}
+        frame = pd.DataFrame({"ticker": np.concatenate(tickers), **columns})
+        frame["ts"] = pd.to_datetime(frame["ts"], unit="ns", utc=True)
+        return frame[list(PROVIDER_COLUMNS)]

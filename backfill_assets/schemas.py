@@ -1,0 +1,85 @@
+"""The canonical bars contract and the validation every frame passes before it is written."""
+
+import datetime as dt
+from collections.abc import Mapping
+
+import numpy as np
+import pandas as pd
+
+# Columns a provider returns, in order; the store adds the lineage columns below.
+PROVIDER_COLUMNS = ("ticker", "ts", "open", "high", "low", "close", "volume", "trade_count", "vwap")
+LINEAGE_COLUMNS = ("session_date", "provider", "timeframe", "adjustment", "fetched_at")
+BARS_COLUMNS = (
+    "ticker", "ts", "session_date", "open", "high", "low", "close", "volume", "trade_count",
+    "vwap", "provider", "timeframe", "adjustment", "fetched_at",
+)  # fmt: skip
+BARS_SQL_TYPES: Mapping[str, str] = {
+    "ticker": "VARCHAR",
+    "ts": "TIMESTAMPTZ",
+    "session_date": "DATE",
+    "open": "DOUBLE",
+    "high": "DOUBLE",
+    "low": "DOUBLE",
+    "close": "DOUBLE",
+    "volume": "DOUBLE",
+    "trade_count": "BIGINT",
+    "vwap": "DOUBLE",
+    "provider": "VARCHAR",
+    "timeframe": "VARCHAR",
+    "adjustment": "VARCHAR",
+    "fetched_at": "TIMESTAMPTZ",
+}
+
+
+class BarValidationError(ValueError):
+    """A bar that must not be stored; the message names the ticker, the ts and the rule."""
+
+
+def empty_bars() -> pd.DataFrame:
+    """A zero-row frame with the provider columns and their dtypes."""
+    return pd.DataFrame(
+        {
+            "ticker": pd.Series([], dtype=object),
+            "ts": pd.Series([], dtype="datetime64[us, UTC]"),
+            **{c: pd.Series([], dtype="float64") for c in ("open", "high", "low", "close", "volume")},
+            "trade_count": pd.Series([], dtype="int64"),
+            "vwap": pd.Series([], dtype="float64"),
+        }
+    )
+
+
+def _fail(frame: pd.DataFrame, mask: np.ndarray, rule: str) -> None:
+    if mask.any():
+        first = frame.loc[mask].iloc[0]
+        raise BarValidationError(
+            f"{rule}: ticker {first['ticker']} ts {pd.Timestamp(first['ts']).isoformat()} "
+            f"({int(mask.sum())} bar(s) affected)"
+        )
+
+
+def validate_bars(frame: pd.DataFrame, exchange_tz: str, slices: set[tuple[str, dt.date]]) -> None:
+    """Raise BarValidationError on the first rule a provider frame breaks.
+
+    Rules: finite positive prices, high >= max(open, close), low <= min(open, close),
+    non-negative volume, unique (ticker, ts), and each bar's exchange-local day being one of the
+    requested (ticker, session) `slices`.
+    """
+    if frame.empty:
+        return
+    prices = frame[["open", "high", "low", "close"]].to_numpy(dtype="float64")
+    _fail(frame, ~np.isfinite(prices).all(axis=1), "missing or non-finite price")
+    _fail(frame, (prices <= 0).any(axis=1), "non-positive price")
+    o, h, low, c = prices.T
+    _fail(frame, h < np.maximum(o, c), "high below max(open, close)")
+    _fail(frame, low > np.minimum(o, c), "low above min(open, close)")
+    volume = frame["volume"].to_numpy(dtype="float64")
+    _fail(frame, ~np.isfinite(volume) | (volume < 0), "negative or missing volume")
+    _fail(frame, frame.duplicated(["ticker", "ts"], keep="first").to_numpy(), "duplicate timestamp")
+    local_day = session_of(frame["ts"], exchange_tz)
+    requested = [key in slices for key in zip(frame["ticker"], local_day, strict=True)]
+    _fail(frame, ~np.array(requested), "bar outside the requested sessions' days")
+
+
+def session_of(ts: pd.Series, exchange_tz: str) -> pd.Series:
+    """The exchange-local calendar date of each bar start."""
+    return ts.dt.tz_convert(exchange_tz).dt.date

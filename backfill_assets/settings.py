@@ -1,0 +1,96 @@
+"""Project settings read from the environment, validated once, with clear errors naming bad values."""
+
+import datetime as dt
+import os
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+from backfill_assets.symbols import parse_tickers
+from backfill_assets.timeframes import Timeframe, parse_timeframe
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_START_DATE = dt.date(2024, 1, 2)
+DEFAULT_UNIVERSE_FILE = PROJECT_ROOT / "universe.txt"
+DEFAULT_DUCKDB_PATH = PROJECT_ROOT / "data" / "market.duckdb"
+PROVIDERS = ("synthetic",)
+TICKER_PARTITIONS = "tickers"
+
+
+class SettingsError(ValueError):
+    """An environment variable with a value the project cannot use."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything configurable by environment variable; see the README's table."""
+
+    provider: str
+    timeframe: Timeframe
+    start_date: dt.date
+    calendar: str
+    universe: tuple[str, ...]
+    duckdb_path: Path
+
+    @property
+    def pool(self) -> str:
+        """Concurrency pool of the bars asset: one per provider, `<provider>_api`."""
+        return f"{self.provider}_api"
+
+
+def _start_date(raw: str, today: dt.date) -> dt.date:
+    try:
+        start = dt.date.fromisoformat(raw)
+    except ValueError:
+        raise SettingsError(f"BACKFILL_START_DATE={raw!r} is not an ISO date (YYYY-MM-DD)") from None
+    if start > today:
+        raise SettingsError(
+            f"BACKFILL_START_DATE={raw!r} is in the future (today is {today.isoformat()})"
+        )
+    return start
+
+
+def _universe(env: dict[str, str]) -> tuple[str, ...]:
+    if env.get("BACKFILL_TICKERS", "").strip():
+        source, text = "BACKFILL_TICKERS", env["BACKFILL_TICKERS"]
+    else:
+        path = Path(env.get("BACKFILL_UNIVERSE_FILE") or DEFAULT_UNIVERSE_FILE)
+        try:
+            source, text = str(path), path.read_text()
+        except OSError as exc:
+            raise SettingsError(f"BACKFILL_UNIVERSE_FILE={str(path)!r} cannot be read: {exc}") from None
+    try:
+        tickers = parse_tickers(text)
+    except ValueError as exc:
+        raise SettingsError(f"{source}: {exc}") from None
+    if not tickers:
+        raise SettingsError(f"{source} names no tickers")
+    return tuple(tickers)
+
+
+def load_settings(env: dict[str, str] | None = None, today: dt.date | None = None) -> Settings:
+    """Read and validate settings from `env` (default: os.environ)."""
+    env = dict(os.environ if env is None else env)
+    provider = env.get("BACKFILL_PROVIDER", "synthetic")
+    if provider not in PROVIDERS:
+        raise SettingsError(f"BACKFILL_PROVIDER={provider!r}: expected one of {', '.join(PROVIDERS)}")
+    try:
+        timeframe = parse_timeframe(env.get("BACKFILL_TIMEFRAME", "1Min"))
+    except ValueError as exc:
+        raise SettingsError(f"BACKFILL_TIMEFRAME: {exc}") from None
+    return Settings(
+        provider=provider,
+        timeframe=timeframe,
+        start_date=_start_date(
+            env.get("BACKFILL_START_DATE", DEFAULT_START_DATE.isoformat()), today or dt.date.today()
+        ),
+        calendar=env.get("BACKFILL_CALENDAR", "XNYS"),
+        universe=_universe(env),
+        duckdb_path=Path(env.get("BACKFILL_DUCKDB_PATH") or DEFAULT_DUCKDB_PATH),
+    )
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """Settings of this process, read once when definitions load."""
+    return load_settings()

@@ -1,0 +1,1 @@
+"""Bar stores behind one interface (pure: no Dagster)."""

@@ -1,0 +1,104 @@
+"""DuckDB bar store: one writer process at a time, without ever failing on DuckDB's file lock.
+
+DuckDB lets one process open a file read-write, and no reader may open it meanwhile. Every access
+therefore goes through a sidecar flock (exclusive to write, shared to read) held only for the short
+transaction, never while a provider is fetching. A foreign process holding DuckDB's own lock (a
+user's DuckDB shell) is waited out with backoff until the same timeout.
+"""
+
+import datetime as dt
+import time
+from collections.abc import Collection, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import duckdb
+import pandas as pd
+
+from backfill_assets.schemas import BARS_COLUMNS, BARS_SQL_TYPES
+from backfill_assets.storage.base import Slice, StoreError
+from backfill_assets.storage.locks import file_lock
+
+BARS_DDL = (
+    "CREATE TABLE IF NOT EXISTS bars ("
+    + ", ".join(f"{c} {BARS_SQL_TYPES[c]} NOT NULL" if c in ("ticker", "ts", "session_date") else f"{c} {BARS_SQL_TYPES[c]}" for c in BARS_COLUMNS)
+    + ", PRIMARY KEY (ticker, ts))"
+)
+INSERT_SELECT = ", ".join(f"CAST({c} AS {BARS_SQL_TYPES[c]})" for c in BARS_COLUMNS)
+
+
+class DuckDBBarStore:
+    """The `bars` table in one DuckDB file (created with its schema on first write)."""
+
+    def __init__(self, path: Path, lock_timeout_s: float = 600.0) -> None:
+        self.path = Path(path)
+        self.lock_path = self.path.with_name(self.path.name + ".lock")
+        self.lock_timeout_s = lock_timeout_s
+
+    def describe(self) -> str:
+        return str(self.path)
+
+    @contextmanager
+    def _connect(self, *, read_only: bool) -> Iterator[duckdb.DuckDBPyConnection]:
+        with file_lock(self.lock_path, shared=read_only, timeout_s=self.lock_timeout_s):
+            deadline, delay = time.monotonic() + self.lock_timeout_s, 0.05
+            while True:
+                try:
+                    con = duckdb.connect(str(self.path), read_only=read_only)
+                    break
+                except duckdb.IOException as exc:
+                    if "lock" not in str(exc).lower() or time.monotonic() >= deadline:
+                        raise StoreError(f"cannot open DuckDB file {self.path}: {exc}") from exc
+                    time.sleep(delay)
+                    delay = min(delay * 2, 2.0)
+            try:
+                con.execute("SET TimeZone = 'UTC'")
+                yield con
+            finally:
+                con.close()
+
+    def replace_bars(self, frame: pd.DataFrame, slices: Collection[Slice]) -> int:
+        """Delete `slices` and insert `frame` in one transaction; a failure leaves the old rows."""
+        stray = set(zip(frame["ticker"], frame["session_date"], strict=True)) - set(slices)
+        if stray:
+            raise StoreError(f"rows outside the slices being replaced, e.g. {sorted(stray)[0]}")
+        keys = pd.DataFrame(sorted(slices), columns=["ticker", "session_date"])
+        rows = frame[list(BARS_COLUMNS)]
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with self._connect(read_only=False) as con:
+            con.register("_slices", keys)
+            con.register("_rows", rows)
+            con.execute("BEGIN TRANSACTION")
+            try:
+                con.execute(BARS_DDL)
+                con.execute(
+                    "DELETE FROM bars USING _slices s "
+                    "WHERE bars.ticker = s.ticker AND bars.session_date = CAST(s.session_date AS DATE)"
+                )
+                con.execute(f"INSERT INTO bars SELECT {INSERT_SELECT} FROM _rows")
+                con.execute("COMMIT")
+            except BaseException:
+                con.execute("ROLLBACK")
+                raise
+        return len(rows)
+
+    def read_bars(
+        self, tickers: Collection[str] | None = None, start: dt.date | None = None, end: dt.date | None = None
+    ) -> pd.DataFrame:
+        if not self.path.exists():
+            return pd.DataFrame(columns=list(BARS_COLUMNS))
+        where, params = ["TRUE"], []
+        if tickers is not None:
+            where.append("list_contains(?, ticker)")
+            params.append(sorted(tickers))
+        if start is not None:
+            where.append("session_date >= ?")
+            params.append(start)
+        if end is not None:
+            where.append("session_date <= ?")
+            params.append(end)
+        with self._connect(read_only=True) as con:
+            if not con.execute("SELECT count(*) FROM duckdb_tables() WHERE table_name = 'bars'").fetchone()[0]:
+                return pd.DataFrame(columns=list(BARS_COLUMNS))
+            sql = f"SELECT * FROM bars WHERE {' AND '.join(where)} ORDER BY ticker, ts"
+            return con.execute(sql, params).df()
