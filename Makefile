@@ -1,0 +1,38 @@
+# The two README commands: `make demo` (a real backfill) and `make test`. Both build .venv first.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+PYTEST_ARGS ?=
+
+.PHONY: demo test dev bench install install-dev tickers clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+
+$(VENV)/.installed: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install --quiet -e .
+	touch $@
+
+$(VENV)/.installed-dev: pyproject.toml $(VENV)/.installed
+	$(BIN)/pip install --quiet -e ".[dev]"
+	touch $@
+
+install: $(VENV)/.installed
+install-dev: $(VENV)/.installed-dev
+
+demo: install  ## backfill 5 tickers x the first 20 sessions of 2024 through Dagster's daemon
+	$(BIN)/backfill-assets demo
+
+test: install-dev  ## the whole test suite
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+dev: install  ## the Dagster UI and daemon on http://127.0.0.1:3000 for the project's DAGSTER_HOME
+	$(BIN)/backfill-assets tickers sync
+	DAGSTER_HOME=$${DAGSTER_HOME:-$(CURDIR)/.dagster_home} $(BIN)/dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000
+
+bench: install-dev  ## benchmark table (printed and written to benchmarks/results/)
+	$(BIN)/python benchmarks/bench_ingest.py
+
+clean:
+	rm -rf $(VENV) .dagster_home data

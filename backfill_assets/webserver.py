@@ -1,0 +1,126 @@
+"""A small client for dagster-webserver's GraphQL API: launch and follow real daemon backfills."""
+
+import json
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from typing import Any
+
+LAUNCH = """
+mutation($p: LaunchBackfillParams!) {
+  launchPartitionBackfill(backfillParams: $p) {
+    __typename
+    ... on LaunchBackfillSuccess { backfillId }
+    ... on PythonError { message }
+    ... on InvalidStepError { invalidStepKey }
+    ... on InvalidOutputError { invalidOutputName }
+    ... on PartitionKeysNotFoundError { message }
+    ... on UnauthorizedError { message }
+  }
+}"""
+
+STATUS = """
+query($id: String!) {
+  partitionBackfillOrError(backfillId: $id) {
+    __typename
+    ... on PythonError { message }
+    ... on BackfillNotFoundError { message }
+    ... on PartitionBackfill {
+      status
+      assetBackfillData { assetBackfillStatuses {
+        ... on AssetPartitionsStatusCounts {
+          numPartitionsTargeted numPartitionsInProgress numPartitionsMaterialized numPartitionsFailed
+        }
+      } }
+    }
+  }
+}"""
+
+LOCATIONS = """
+{ workspaceOrError { __typename ... on Workspace { locationEntries {
+    name loadStatus locationOrLoadError { __typename ... on PythonError { message } }
+} } } }"""
+
+TERMINAL = {"COMPLETED", "COMPLETED_SUCCESS", "COMPLETED_FAILED", "FAILED", "CANCELED"}
+
+
+class WebserverError(RuntimeError):
+    """The webserver is unreachable or answered with an error."""
+
+
+@dataclass(frozen=True)
+class BackfillProgress:
+    status: str
+    targeted: int
+    materialized: int
+    failed: int
+    in_progress: int
+
+    @property
+    def done(self) -> bool:
+        return self.status in TERMINAL
+
+
+def graphql(url: str, query: str, variables: dict[str, Any] | None = None, timeout: float = 30) -> dict[str, Any]:
+    body = json.dumps({"query": query, "variables": variables or {}}).encode()
+    request = urllib.request.Request(
+        f"{url}/graphql", data=body, headers={"Content-Type": "application/json"}
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            payload = json.load(response)
+    except (urllib.error.URLError, TimeoutError, ConnectionError) as exc:
+        raise WebserverError(f"cannot reach dagster-webserver at {url}: {exc}") from exc
+    if payload.get("errors"):
+        raise WebserverError(f"GraphQL error from {url}: {payload['errors'][0].get('message')}")
+    return payload["data"]
+
+
+def wait_until_loaded(url: str, timeout_s: float = 180) -> None:
+    """Wait until the webserver answers and every code location has loaded (or one failed to)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            entries = graphql(url, LOCATIONS, timeout=5)["workspaceOrError"].get("locationEntries", [])
+        except WebserverError:
+            entries = []
+        for entry in entries:
+            error = entry.get("locationOrLoadError") or {}
+            if error.get("__typename") == "PythonError":
+                raise WebserverError(f"code location {entry['name']} failed to load: {error['message']}")
+        if entries and all(e["loadStatus"] == "LOADED" for e in entries):
+            return
+        if time.monotonic() > deadline:
+            raise WebserverError(f"dagster-webserver at {url} not ready within {timeout_s:.0f} s")
+        time.sleep(1)
+
+
+def launch_backfill(
+    url: str, assets: list[str], partitions: list[str], title: str, tags: dict[str, str] | None = None
+) -> str:
+    """Launch an asset backfill the daemon will execute; return its id."""
+    params = {
+        "assetSelection": [{"path": [a]} for a in assets],
+        "partitionNames": partitions,
+        "title": title,
+        "tags": [{"key": k, "value": v} for k, v in (tags or {}).items()],
+    }
+    result = graphql(url, LAUNCH, {"p": params})["launchPartitionBackfill"]
+    if result["__typename"] != "LaunchBackfillSuccess":
+        raise WebserverError(f"backfill not launched ({result['__typename']}): {result}")
+    return str(result["backfillId"])
+
+
+def backfill_progress(url: str, backfill_id: str) -> BackfillProgress:
+    result = graphql(url, STATUS, {"id": backfill_id})["partitionBackfillOrError"]
+    if result["__typename"] != "PartitionBackfill":
+        raise WebserverError(f"backfill {backfill_id}: {result.get('message', result['__typename'])}")
+    counts = [s for s in result["assetBackfillData"]["assetBackfillStatuses"] if s]
+    return BackfillProgress(
+        status=result["status"],
+        targeted=sum(s["numPartitionsTargeted"] for s in counts),
+        materialized=sum(s["numPartitionsMaterialized"] for s in counts),
+        failed=sum(s["numPartitionsFailed"] for s in counts),
+        in_progress=sum(s["numPartitionsInProgress"] for s in counts),
+    )
