@@ -135,5 +135,5 @@ class SyntheticProvider:
             return empty_bars()
         columns = {c: np.concatenate([p[c] for p in parts]) for c in PROVIDER_COLUMNS if c != "ticker"}
         frame = pd.DataFrame({"ticker": np.concatenate(tickers), **columns})
-        frame["ts"] = pd.to_datetime(frame["ts"], unit="ns", utc=True)
+        frame["ts"] = pd.to_datetime(frame["ts"], unit="ns", utc=True).astype("datetime64[us, UTC]")
         return frame[list(PROVIDER_COLUMNS)]

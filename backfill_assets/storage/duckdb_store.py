@@ -59,7 +59,8 @@ class DuckDBBarStore:
 
     def replace_bars(self, frame: pd.DataFrame, slices: Collection[Slice]) -> int:
         """Delete `slices` and insert `frame` in one transaction; a failure leaves the old rows."""
-        stray = set(zip(frame["ticker"], frame["session_date"], strict=True)) - set(slices)
+        days = pd.to_datetime(frame["session_date"]).dt.date
+        stray = set(zip(frame["ticker"], days, strict=True)) - set(slices)
         if stray:
             raise StoreError(f"rows outside the slices being replaced, e.g. {sorted(stray)[0]}")
         keys = pd.DataFrame(sorted(slices), columns=["ticker", "session_date"])
@@ -101,4 +102,6 @@ class DuckDBBarStore:
             if not con.execute("SELECT count(*) FROM duckdb_tables() WHERE table_name = 'bars'").fetchone()[0]:
                 return pd.DataFrame(columns=list(BARS_COLUMNS))
             sql = f"SELECT * FROM bars WHERE {' AND '.join(where)} ORDER BY ticker, ts"
-            return con.execute(sql, params).df()
+            bars = con.execute(sql, params).df()
+        bars["session_date"] = bars["session_date"].dt.date
+        return bars

@@ -1,0 +1,70 @@
+"""Shared fixtures: a real calendar, real DuckDB files in tmp dirs, real Dagster instances."""
+
+import datetime as dt
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import dagster as dg
+import pytest
+
+from backfill_assets.calendar import TradingCalendar, get_calendar
+from backfill_assets.defs.resources import BarProviderResource, BarStoreResource
+from backfill_assets.providers.synthetic import SyntheticProvider
+from backfill_assets.settings import PROJECT_ROOT
+from backfill_assets.storage.duckdb_store import DuckDBBarStore
+
+BIN = Path(sys.executable).parent
+
+
+@pytest.fixture(scope="session")
+def calendar() -> TradingCalendar:
+    return get_calendar("XNYS", dt.date(2024, 1, 2))
+
+
+@pytest.fixture
+def synthetic(calendar: TradingCalendar) -> SyntheticProvider:
+    return SyntheticProvider(calendar)
+
+
+@pytest.fixture
+def db_path(tmp_path: Path) -> Path:
+    return tmp_path / "market.duckdb"
+
+
+@pytest.fixture
+def store(db_path: Path) -> DuckDBBarStore:
+    return DuckDBBarStore(db_path, lock_timeout_s=60)
+
+
+@pytest.fixture
+def instance() -> Iterator[dg.DagsterInstance]:
+    with dg.instance_for_test() as inst:
+        inst.add_dynamic_partitions("tickers", ["AAPL", "MSFT", "NVDA"])
+        yield inst
+
+
+@pytest.fixture
+def resources(db_path: Path) -> dict[str, dg.ConfigurableResource]:
+    return {"bar_provider": BarProviderResource(), "bar_store": BarStoreResource(duckdb_path=str(db_path))}
+
+
+@pytest.fixture
+def project_env(tmp_path: Path, db_path: Path) -> dict[str, str]:
+    """Environment for project commands in subprocesses: own DAGSTER_HOME and DuckDB file."""
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    shutil.copyfile(PROJECT_ROOT / "dagster.yaml", home / "dagster.yaml")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BACKFILL_")}
+    env.update(DAGSTER_HOME=str(home), BACKFILL_DUCKDB_PATH=str(db_path), PATH=f"{BIN}:{env['PATH']}")
+    return env
+
+
+def run(command: list[str], env: dict[str, str], timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    """Run a project command from the project root; output captured as text."""
+    return subprocess.run(
+        command, cwd=PROJECT_ROOT, env=env, capture_output=True, text=True, timeout=timeout, check=False
+    )

@@ -1,0 +1,93 @@
+"""`bars` materialized through Dagster into real DuckDB files: shapes, counts, values, idempotency."""
+
+import datetime as dt
+from pathlib import Path
+
+import dagster as dg
+import pandas as pd
+import pytest
+
+from backfill_assets.calendar import TradingCalendar
+from backfill_assets.defs.bars import bars
+from backfill_assets.providers.base import BarRequest
+from backfill_assets.providers.synthetic import SyntheticProvider
+from backfill_assets.storage.duckdb_store import DuckDBBarStore
+from backfill_assets.timeframes import TIMEFRAMES
+
+D = dt.date
+RANGE_START, RANGE_END = "dagster/asset_partition_range_start", "dagster/asset_partition_range_end"
+VALUES = ["ticker", "ts", "open", "high", "low", "close", "volume", "trade_count", "vwap"]
+
+
+def materialize(instance: dg.DagsterInstance, resources: dict, **kwargs: object) -> dg.ExecuteInProcessResult:
+    return dg.materialize([bars], instance=instance, resources=resources, raise_on_error=False, **kwargs)
+
+
+def expected(synthetic: SyntheticProvider, tickers: tuple[str, ...], days: tuple[dt.date, ...]) -> pd.DataFrame:
+    frame = synthetic.fetch(BarRequest(tickers, days, TIMEFRAMES["1Min"])).bars
+    return frame.sort_values(["ticker", "ts"], ignore_index=True)
+
+
+def test_single_partition(instance: dg.DagsterInstance, resources: dict, db_path: Path, synthetic: SyntheticProvider) -> None:
+    result = materialize(instance, resources, partition_key="2024-07-03|AAPL")
+    assert result.success
+    stored = DuckDBBarStore(db_path).read_bars()
+    assert len(stored) == 210  # early close at 13:00
+    pd.testing.assert_frame_equal(stored[VALUES], expected(synthetic, ("AAPL",), (D(2024, 7, 3),))[VALUES])
+    assert set(stored["provider"]) == {"synthetic"} and set(stored["timeframe"]) == {"1Min"}
+    (mat,) = result.asset_materializations_for_node("bars")
+    assert mat.partition == "2024-07-03|AAPL"
+    assert mat.metadata["dagster/row_count"].value == 210
+    assert mat.metadata["first_ts"].value == "2024-07-03T13:30:00+00:00"
+    assert mat.metadata["last_ts"].value == "2024-07-03T16:59:00+00:00"
+    assert mat.metadata["provider"].value == "synthetic"
+    assert mat.metadata["duration_s"].value >= 0
+
+
+def test_one_ticker_over_dates(
+    instance: dg.DagsterInstance, resources: dict, db_path: Path, synthetic: SyntheticProvider, calendar: TradingCalendar
+) -> None:
+    tags = {RANGE_START: "2024-07-01|MSFT", RANGE_END: "2024-07-09|MSFT"}
+    result = materialize(instance, resources, tags=tags)
+    assert result.success
+    days = tuple(calendar.sessions_in(D(2024, 7, 1), D(2024, 7, 9)))
+    stored = DuckDBBarStore(db_path).read_bars()
+    assert stored.groupby("session_date").size().to_dict() == {
+        D(2024, 7, 1): 390, D(2024, 7, 2): 390, D(2024, 7, 3): 210, D(2024, 7, 5): 390, D(2024, 7, 8): 390, D(2024, 7, 9): 390,
+    }  # fmt: skip
+    pd.testing.assert_frame_equal(stored[VALUES], expected(synthetic, ("MSFT",), days)[VALUES])
+    mats = result.asset_materializations_for_node("bars")
+    assert sorted(m.partition for m in mats) == [f"{d.isoformat()}|MSFT" for d in days]
+    assert mats[0].metadata["rows_per_partition"].value["2024-07-03|MSFT"] == 210
+    assert mats[0].metadata["provider_requests"].value == 1
+
+
+def test_one_date_over_tickers(instance: dg.DagsterInstance, resources: dict, db_path: Path, synthetic: SyntheticProvider) -> None:
+    result = materialize(instance, resources, tags={RANGE_START: "2024-03-04|AAPL", RANGE_END: "2024-03-04|NVDA"})
+    assert result.success
+    stored = DuckDBBarStore(db_path).read_bars()
+    assert stored.groupby("ticker").size().to_dict() == {"AAPL": 390, "MSFT": 390, "NVDA": 390}
+    pd.testing.assert_frame_equal(stored[VALUES], expected(synthetic, ("AAPL", "MSFT", "NVDA"), (D(2024, 3, 4),))[VALUES])
+
+
+def test_materializing_twice_gives_identical_rows(instance: dg.DagsterInstance, resources: dict, db_path: Path) -> None:
+    tags = {RANGE_START: "2024-01-02|AAPL", RANGE_END: "2024-01-05|AAPL"}
+    assert materialize(instance, resources, tags=tags).success
+    first = DuckDBBarStore(db_path).read_bars()
+    assert materialize(instance, resources, tags=tags).success
+    second = DuckDBBarStore(db_path).read_bars()
+    assert len(first) == 4 * 390
+    pd.testing.assert_frame_equal(first.drop(columns="fetched_at"), second.drop(columns="fetched_at"))
+
+
+@pytest.mark.parametrize("bad", ["aapl", "A'B", "DROP TABLE"])
+def test_invalid_ticker_partition_fails_before_fetch_and_writes_nothing(
+    instance: dg.DagsterInstance, resources: dict, db_path: Path, bad: str
+) -> None:
+    # The UI or API can add any string as a dynamic partition; the asset must refuse it.
+    instance.add_dynamic_partitions("tickers", [bad])
+    result = materialize(instance, resources, partition_key=f"2024-01-02|{bad}")
+    assert not result.success
+    failure = result.get_step_failure_events()[0].step_failure_data.error
+    assert failure is not None and f"invalid ticker {bad!r}" in failure.to_string()
+    assert not db_path.exists()

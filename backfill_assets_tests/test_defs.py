@@ -1,0 +1,42 @@
+"""The code location loads with the expected assets, partitions, pools, sensors and executor."""
+
+import dagster as dg
+import pytest
+
+from backfill_assets.definitions import defs
+
+
+@pytest.fixture(scope="module")
+def repo() -> dg.Definitions:
+    return defs()
+
+
+def test_assets_and_groups(repo: dg.Definitions) -> None:
+    graph = repo.resolve_asset_graph()
+    assert {k.to_user_string() for k in graph.get_all_asset_keys()} == {"bars"}
+    spec = graph.get(dg.AssetKey("bars"))
+    assert spec.group_name == "raw_bars"
+    assert spec.backfill_policy == dg.BackfillPolicy.single_run()
+
+
+def test_bars_partitions_are_sessions_by_ticker(repo: dg.Definitions) -> None:
+    partitions = repo.resolve_asset_graph().get(dg.AssetKey("bars")).partitions_def
+    assert isinstance(partitions, dg.MultiPartitionsDefinition)
+    dims = {d.name: d.partitions_def for d in partitions.partitions_defs}
+    assert set(dims) == {"date", "ticker"}
+    assert isinstance(dims["ticker"], dg.DynamicPartitionsDefinition) and dims["ticker"].name == "tickers"
+    sessions = dims["date"].get_partition_keys()
+    assert len([k for k in sessions if k.startswith("2024")]) == 252
+    assert sessions[0] == "2024-01-02" and "2024-07-04" not in sessions
+
+
+def test_bars_runs_in_its_provider_pool(repo: dg.Definitions) -> None:
+    job = repo.resolve_implicit_global_asset_job_def()
+    assert job.executor_def.name == "in_process"
+    node = next(n for n in job.graph.node_dict.values() if n.name == "bars")
+    assert node.definition.pool == "synthetic_api"
+
+
+def test_universe_sensor_runs_by_default(repo: dg.Definitions) -> None:
+    sensor = repo.resolve_sensor_def("ticker_universe_sensor")
+    assert sensor.default_status == dg.DefaultSensorStatus.RUNNING

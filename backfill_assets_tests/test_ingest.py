@@ -1,0 +1,100 @@
+"""Request planning and the validation gate between a provider and the store."""
+
+import datetime as dt
+from collections.abc import Callable
+
+import pandas as pd
+import pytest
+
+from backfill_assets.calendar import CalendarError, TradingCalendar
+from backfill_assets.ingest import ingest, plan_requests
+from backfill_assets.providers.base import BarRequest, FetchResult
+from backfill_assets.providers.synthetic import SyntheticProvider
+from backfill_assets.schemas import BarValidationError
+from backfill_assets.storage.duckdb_store import DuckDBBarStore
+from backfill_assets.symbols import InvalidTickerError
+from backfill_assets.timeframes import TIMEFRAMES
+
+D = dt.date
+M1 = TIMEFRAMES["1Min"]
+
+
+def days(calendar: TradingCalendar, n: int) -> list[dt.date]:
+    return calendar.sessions_in(D(2024, 1, 2), D(2024, 12, 31))[:n]
+
+
+def test_one_ticker_over_a_range_is_one_request(calendar: TradingCalendar) -> None:
+    requests = plan_requests([("AAPL", d) for d in days(calendar, 25)], calendar, M1)
+    assert [(r.tickers, len(r.sessions)) for r in requests] == [(("AAPL",), 25)]
+
+
+def test_one_date_over_many_tickers_is_one_request(calendar: TradingCalendar) -> None:
+    tickers = [f"T{i:03d}" for i in range(40)]
+    requests = plan_requests([(t, D(2024, 1, 5)) for t in tickers], calendar, M1)
+    assert len(requests) == 1 and requests[0].tickers == tuple(tickers)
+
+
+def test_ragged_selection_splits_on_gaps_only(calendar: TradingCalendar) -> None:
+    s = days(calendar, 10)
+    wanted = [("AAPL", d) for d in s] + [("MSFT", d) for d in s] + [("NVDA", s[2]), ("NVDA", s[3]), ("NVDA", s[7])]
+    requests = plan_requests(wanted, calendar, M1)
+    shapes = sorted((r.tickers, r.sessions[0], len(r.sessions)) for r in requests)
+    assert shapes == [(("AAPL", "MSFT"), s[0], 10), (("NVDA",), s[2], 2), (("NVDA",), s[7], 1)]
+
+
+def test_bad_ticker_or_non_session_is_rejected_before_any_fetch(calendar: TradingCalendar) -> None:
+    with pytest.raises(InvalidTickerError, match="'AAPL;--'"):
+        plan_requests([("AAPL;--", D(2024, 1, 2))], calendar, M1)
+    with pytest.raises(CalendarError, match="2024-07-04"):
+        plan_requests([("AAPL", D(2024, 7, 4))], calendar, M1)
+
+
+class TamperedProvider:
+    """The synthetic provider with one bar altered: the kind of bad data a real API can send."""
+
+    name, adjustment = "tampered", "raw"
+
+    def __init__(self, calendar: TradingCalendar, tamper: Callable[[pd.DataFrame], None]) -> None:
+        self.inner, self.tamper = SyntheticProvider(calendar), tamper
+
+    def fetch(self, request: BarRequest) -> FetchResult:
+        bars = self.inner.fetch(request).bars
+        self.tamper(bars)
+        return FetchResult(bars)
+
+
+def _set(column: str, value: float, row: int = 5) -> Callable[[pd.DataFrame], None]:
+    return lambda bars: bars.__setitem__(column, bars[column].where(bars.index != row, value))
+
+
+def _duplicate(bars: pd.DataFrame) -> None:
+    bars.loc[6, "ts"] = bars.loc[5, "ts"]
+
+
+def _shift_day(bars: pd.DataFrame) -> None:
+    bars.loc[5, "ts"] = bars.loc[5, "ts"] - pd.Timedelta(days=1)
+
+
+@pytest.mark.parametrize(
+    ("tamper", "rule"),
+    [
+        (_set("close", 0.0), "non-positive price"),
+        (_set("open", -1.0), "non-positive price"),
+        (_set("high", 1.0), "high below max"),
+        (_set("low", 1e6), "low above min"),
+        (_set("volume", -5.0), "negative or missing volume"),
+        (_set("close", float("nan")), "missing or non-finite price"),
+        (_duplicate, "duplicate timestamp"),
+        (_shift_day, "outside the requested sessions"),
+    ],
+    ids=["zero-close", "negative-open", "high-too-low", "low-too-high", "negative-volume", "nan", "dup-ts", "wrong-day"],
+)
+def test_bad_bars_are_named_and_nothing_is_written(
+    tamper: Callable[[pd.DataFrame], None], rule: str, calendar: TradingCalendar, store: DuckDBBarStore
+) -> None:
+    ingest([("MSFT", D(2024, 1, 2)), ("MSFT", D(2024, 1, 3))], SyntheticProvider(calendar), store, calendar, M1)
+    before = store.read_bars()
+    with pytest.raises(BarValidationError) as info:
+        ingest([("MSFT", D(2024, 1, 3))], TamperedProvider(calendar, tamper), store, calendar, M1)
+    assert rule in str(info.value) and "ticker MSFT ts 2024-01-0" in str(info.value)
+    pd.testing.assert_frame_equal(before, store.read_bars())

@@ -1,0 +1,67 @@
+"""Settings and symbol validation: bad values are named in the error."""
+
+import datetime as dt
+from pathlib import Path
+
+import pytest
+
+from backfill_assets.settings import DEFAULT_DUCKDB_PATH, SettingsError, load_settings
+from backfill_assets.symbols import InvalidTickerError, parse_tickers, validate_ticker
+
+TODAY = dt.date(2026, 11, 23)
+
+
+@pytest.mark.parametrize("symbol", ["AAPL", "BRK.B", "BF-B", "A", "X1234567890ABCD"])
+def test_validate_ticker_accepts_real_symbols(symbol: str) -> None:
+    assert validate_ticker(symbol) == symbol
+
+
+@pytest.mark.parametrize(
+    "symbol",
+    ["aapl", "AAPL'; DROP TABLE bars;--", "ÄPPL", "", "1ABC", "A B", "X1234567890ABCDE", "AAPL|MSFT"],
+)
+def test_validate_ticker_rejects_and_names_bad_symbol(symbol: str) -> None:
+    with pytest.raises(InvalidTickerError, match="invalid ticker"):
+        validate_ticker(symbol)
+    with pytest.raises(InvalidTickerError) as info:
+        validate_ticker(symbol)
+    assert repr(symbol) in str(info.value)
+
+
+def test_parse_tickers_reads_universe_text() -> None:
+    text = "# comment\nAAPL, MSFT\nNVDA # trailing\n\nAAPL\n"
+    assert parse_tickers(text) == ["AAPL", "MSFT", "NVDA"]
+
+
+def test_load_settings_defaults(tmp_path: Path) -> None:
+    settings = load_settings({}, today=TODAY)
+    assert settings.provider == "synthetic"
+    assert settings.timeframe.name == "1Min"
+    assert settings.start_date == dt.date(2024, 1, 2)
+    assert settings.universe == ("AAPL", "AMZN", "GOOGL", "MSFT", "NVDA")
+    assert settings.duckdb_path == DEFAULT_DUCKDB_PATH
+    assert settings.pool == "synthetic_api"
+
+
+def test_load_settings_universe_from_env_and_file(tmp_path: Path) -> None:
+    assert load_settings({"BACKFILL_TICKERS": "TSLA,META"}, today=TODAY).universe == ("TSLA", "META")
+    universe = tmp_path / "u.txt"
+    universe.write_text("IBM\nORCL\n")
+    assert load_settings({"BACKFILL_UNIVERSE_FILE": str(universe)}, today=TODAY).universe == ("IBM", "ORCL")
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"BACKFILL_TICKERS": "AAPL,bad;sym"}, "BACKFILL_TICKERS: invalid ticker 'bad;sym'"),
+        ({"BACKFILL_TIMEFRAME": "2Min"}, "unknown timeframe '2Min'"),
+        ({"BACKFILL_START_DATE": "2027-01-04"}, "BACKFILL_START_DATE='2027-01-04' is in the future"),
+        ({"BACKFILL_START_DATE": "01/02/2024"}, "BACKFILL_START_DATE='01/02/2024' is not an ISO date"),
+        ({"BACKFILL_PROVIDER": "bloomberg"}, "BACKFILL_PROVIDER='bloomberg'"),
+        ({"BACKFILL_UNIVERSE_FILE": "/nonexistent/u.txt"}, "cannot be read"),
+    ],
+)
+def test_load_settings_rejects_bad_values(env: dict[str, str], message: str) -> None:
+    with pytest.raises(SettingsError) as info:
+        load_settings(env, today=TODAY)
+    assert message in str(info.value)
