@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 PYTEST_ARGS ?=
 
-.PHONY: demo test dev bench install install-dev tickers clean
+.PHONY: demo test lint dev bench install install-dev clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -24,7 +24,12 @@ install-dev: $(VENV)/.installed-dev
 demo: install  ## backfill 5 tickers x the first 20 sessions of 2024 through Dagster's daemon
 	$(BIN)/backfill-assets demo
 
-test: install-dev  ## the whole test suite
+lint: install-dev  ## ruff and mypy (every function typed)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy backfill_assets benchmarks
+
+test: lint  ## lint, then the whole test suite
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 dev: install  ## the Dagster UI and daemon on http://127.0.0.1:3000 for the project's DAGSTER_HOME

@@ -5,7 +5,7 @@ Sessions are exchange-local dates; open/close instants are UTC. Half days (e.g. 
 """
 
 import datetime as dt
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from functools import lru_cache
 
 import exchange_calendars as xcals
@@ -25,6 +25,7 @@ class TradingCalendar:
         except xcals.errors.InvalidCalendarName:
             raise CalendarError(f"unknown exchange calendar {name!r} (e.g. XNYS, XNAS, XLON)") from None
         self.name = name
+        self.start = start
         self.tz = str(self._cal.tz)
         schedule = self._cal.schedule
         self._open = schedule["open"]
@@ -55,8 +56,8 @@ class TradingCalendar:
         return [d for d in self.sessions if start <= d <= end]
 
     def non_session_weekdays(self) -> list[dt.date]:
-        """Weekdays that are not sessions (holidays, closures) within this calendar's bounds."""
-        days = pd.bdate_range(self.first_session, self.last_session)
+        """Weekdays from `start` to the calendar's end that are not sessions (holidays, closures)."""
+        days = pd.bdate_range(self.start, self.last_session)
         return [d.date() for d in days if d.date() not in self._index]
 
     def open_close(self, day: dt.date) -> tuple[pd.Timestamp, pd.Timestamp]:
@@ -84,8 +85,3 @@ class TradingCalendar:
 def get_calendar(name: str, start: dt.date) -> TradingCalendar:
     """A cached TradingCalendar; building one takes ~0.1-1 s depending on the span."""
     return TradingCalendar(name, start)
-
-
-def session_dates(values: Sequence[str]) -> list[dt.date]:
-    """Parse ISO dates (partition keys) into dates."""
-    return [dt.date.fromisoformat(v) for v in values]

@@ -95,14 +95,17 @@ def run_demo(settings: Settings, tickers: list[str], n_sessions: int, home: Path
     return _report(settings, tickers, sessions, calendar) if status == "COMPLETED_SUCCESS" else 1
 
 
-def _report(settings: Settings, tickers: list[str], sessions: list[dt.date], calendar: TradingCalendar) -> int:
+def _report(
+    settings: Settings, tickers: list[str], sessions: list[dt.date], calendar: TradingCalendar
+) -> int:
     """Print rows per ticker; 0 when every (ticker, session) landed with the expected bar count."""
     store = DuckDBBarStore(settings.duckdb_path)
     bars = store.read_bars(tickers, sessions[0], sessions[-1])
     counts = bars.groupby("ticker").agg(sessions=("session_date", "nunique"), rows=("ts", "size"))
     print(f"\n{'ticker':<8}{'sessions':>9}{'rows':>9}")
+    per_ticker = counts.to_dict("index")
     for ticker in tickers:
-        row = counts.loc[ticker] if ticker in counts.index else {"sessions": 0, "rows": 0}
+        row = per_ticker.get(ticker, {"sessions": 0, "rows": 0})
         print(f"{ticker:<8}{int(row['sessions']):>9}{int(row['rows']):>9}")
     print(f"\nData: {store.describe()} (DuckDB, table bars, {len(bars)} rows in this range)")
     print("Open the UI: make dev  ->  http://127.0.0.1:3000  (Assets > bars > Partitions)")

@@ -48,7 +48,8 @@ def empty_bars() -> pd.DataFrame:
     )
 
 
-def _fail(frame: pd.DataFrame, mask: np.ndarray, rule: str) -> None:
+def _fail(frame: pd.DataFrame, mask: np.ndarray | np.bool_, rule: str) -> None:
+    mask = np.asarray(mask, dtype=bool)
     if mask.any():
         first = frame.loc[mask].iloc[0]
         raise BarValidationError(

@@ -44,9 +44,7 @@ def _start_date(raw: str, today: dt.date) -> dt.date:
     except ValueError:
         raise SettingsError(f"BACKFILL_START_DATE={raw!r} is not an ISO date (YYYY-MM-DD)") from None
     if start > today:
-        raise SettingsError(
-            f"BACKFILL_START_DATE={raw!r} is in the future (today is {today.isoformat()})"
-        )
+        raise SettingsError(f"BACKFILL_START_DATE={raw!r} is in the future (today is {today.isoformat()})")
     return start
 
 

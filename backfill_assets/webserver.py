@@ -62,7 +62,9 @@ class BackfillProgress:
         return self.status in TERMINAL
 
 
-def graphql(url: str, query: str, variables: dict[str, Any] | None = None, timeout: float = 30) -> dict[str, Any]:
+def graphql(
+    url: str, query: str, variables: dict[str, Any] | None = None, timeout: float = 30
+) -> dict[str, Any]:
     body = json.dumps({"query": query, "variables": variables or {}}).encode()
     request = urllib.request.Request(
         f"{url}/graphql", data=body, headers={"Content-Type": "application/json"}

@@ -17,7 +17,8 @@ def test_calendar_2024_has_252_sessions(calendar: TradingCalendar) -> None:
 
 
 @pytest.mark.parametrize(
-    ("day", "minutes"), [(D(2024, 7, 2), 390), (D(2024, 7, 3), 210), (D(2024, 11, 29), 210), (D(2024, 12, 24), 210)]
+    ("day", "minutes"),
+    [(D(2024, 7, 2), 390), (D(2024, 7, 3), 210), (D(2024, 11, 29), 210), (D(2024, 12, 24), 210)],
 )
 def test_session_minutes_know_early_closes(calendar: TradingCalendar, day: dt.date, minutes: int) -> None:
     assert calendar.session_minutes(day) == minutes
@@ -52,3 +53,11 @@ def test_session_partitions_are_exactly_the_sessions(calendar: TradingCalendar) 
     assert len(in_2024) == 252
     assert "2024-07-04" not in keys and "2024-01-06" not in keys
     assert in_2024 == [d.isoformat() for d in calendar.sessions_in(D(2024, 1, 1), D(2024, 12, 31))]
+
+
+def test_start_on_a_holiday_yields_no_holiday_partition() -> None:
+    calendar = TradingCalendar("XNYS", D(2024, 1, 1))
+    assert session_partitions_for(calendar, D(2024, 1, 1)).get_partition_keys()[:2] == [
+        "2024-01-02",
+        "2024-01-03",
+    ]

@@ -12,7 +12,15 @@ from backfill_assets_tests.conftest import BIN, run
 
 pytestmark = pytest.mark.slow
 D = dt.date
-MATERIALIZE = [str(BIN / "dagster"), "asset", "materialize", "-m", "backfill_assets.definitions", "--select", "bars"]
+MATERIALIZE = [
+    str(BIN / "dagster"),
+    "asset",
+    "materialize",
+    "-m",
+    "backfill_assets.definitions",
+    "--select",
+    "bars",
+]
 
 
 def sync(env: dict[str, str]) -> None:
@@ -71,7 +79,9 @@ def test_bad_settings_fail_clearly_and_write_nothing(
     project_env: dict[str, str], db_path: Path, env: dict[str, str], message: str
 ) -> None:
     bad = {**project_env, **env}
-    validate = run([str(BIN / "dagster"), "definitions", "validate", "-m", "backfill_assets.definitions"], bad)
+    validate = run(
+        [str(BIN / "dagster"), "definitions", "validate", "-m", "backfill_assets.definitions"], bad
+    )
     assert validate.returncode != 0 and message in validate.stdout + validate.stderr
     materialize = run([*MATERIALIZE, "--partition", "2024-01-03|AAPL"], bad)
     assert materialize.returncode != 0 and message in materialize.stdout + materialize.stderr

@@ -13,7 +13,9 @@ pytestmark = pytest.mark.slow
 
 
 def test_demo_backfills_through_the_daemon(project_env: dict[str, str], db_path: Path) -> None:
-    result = run([str(BIN / "backfill-assets"), "demo", "--tickers", "AAPL,BRK.B", "--sessions", "3"], project_env, 600)
+    result = run(
+        [str(BIN / "backfill-assets"), "demo", "--tickers", "AAPL,BRK.B", "--sessions", "3"], project_env, 600
+    )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert "COMPLETED_SUCCESS  6/6 materialized" in result.stdout
     assert str(db_path) in result.stdout

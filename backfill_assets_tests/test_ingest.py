@@ -36,7 +36,9 @@ def test_one_date_over_many_tickers_is_one_request(calendar: TradingCalendar) ->
 
 def test_ragged_selection_splits_on_gaps_only(calendar: TradingCalendar) -> None:
     s = days(calendar, 10)
-    wanted = [("AAPL", d) for d in s] + [("MSFT", d) for d in s] + [("NVDA", s[2]), ("NVDA", s[3]), ("NVDA", s[7])]
+    wanted = (
+        [("AAPL", d) for d in s] + [("MSFT", d) for d in s] + [("NVDA", s[2]), ("NVDA", s[3]), ("NVDA", s[7])]
+    )
     requests = plan_requests(wanted, calendar, M1)
     shapes = sorted((r.tickers, r.sessions[0], len(r.sessions)) for r in requests)
     assert shapes == [(("AAPL", "MSFT"), s[0], 10), (("NVDA",), s[2], 2), (("NVDA",), s[7], 1)]
@@ -87,12 +89,23 @@ def _shift_day(bars: pd.DataFrame) -> None:
         (_duplicate, "duplicate timestamp"),
         (_shift_day, "outside the requested sessions"),
     ],
-    ids=["zero-close", "negative-open", "high-too-low", "low-too-high", "negative-volume", "nan", "dup-ts", "wrong-day"],
+    ids=[
+        "zero-close",
+        "negative-open",
+        "high-too-low",
+        "low-too-high",
+        "negative-volume",
+        "nan",
+        "dup-ts",
+        "wrong-day",
+    ],
 )
 def test_bad_bars_are_named_and_nothing_is_written(
     tamper: Callable[[pd.DataFrame], None], rule: str, calendar: TradingCalendar, store: DuckDBBarStore
 ) -> None:
-    ingest([("MSFT", D(2024, 1, 2)), ("MSFT", D(2024, 1, 3))], SyntheticProvider(calendar), store, calendar, M1)
+    ingest(
+        [("MSFT", D(2024, 1, 2)), ("MSFT", D(2024, 1, 3))], SyntheticProvider(calendar), store, calendar, M1
+    )
     before = store.read_bars()
     with pytest.raises(BarValidationError) as info:
         ingest([("MSFT", D(2024, 1, 3))], TamperedProvider(calendar, tamper), store, calendar, M1)

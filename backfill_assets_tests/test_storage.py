@@ -20,14 +20,27 @@ from backfill_assets.timeframes import TIMEFRAMES
 
 D = dt.date
 M1 = TIMEFRAMES["1Min"]
-VALUE_COLUMNS = ["ticker", "ts", "session_date", "open", "high", "low", "close", "volume", "trade_count", "vwap"]
+VALUE_COLUMNS = [
+    "ticker",
+    "ts",
+    "session_date",
+    "open",
+    "high",
+    "low",
+    "close",
+    "volume",
+    "trade_count",
+    "vwap",
+]
 
 
 def slices(tickers: list[str], days: list[dt.date]) -> list[tuple[str, dt.date]]:
     return [(t, d) for t in tickers for d in days]
 
 
-def test_replace_twice_gives_identical_rows(store: DuckDBBarStore, synthetic: SyntheticProvider, calendar: TradingCalendar) -> None:
+def test_replace_twice_gives_identical_rows(
+    store: DuckDBBarStore, synthetic: SyntheticProvider, calendar: TradingCalendar
+) -> None:
     wanted = slices(["AAPL", "MSFT"], [D(2024, 1, 2), D(2024, 1, 3)])
     ingest(wanted, synthetic, store, calendar, M1)
     first = store.read_bars()
@@ -38,7 +51,9 @@ def test_replace_twice_gives_identical_rows(store: DuckDBBarStore, synthetic: Sy
     assert (second["fetched_at"] > first["fetched_at"]).all()  # lineage says when, values are identical
 
 
-def test_replace_touches_only_its_slices(store: DuckDBBarStore, synthetic: SyntheticProvider, calendar: TradingCalendar) -> None:
+def test_replace_touches_only_its_slices(
+    store: DuckDBBarStore, synthetic: SyntheticProvider, calendar: TradingCalendar
+) -> None:
     ingest(slices(["AAPL", "MSFT"], [D(2024, 1, 2), D(2024, 1, 3)]), synthetic, store, calendar, M1)
     before = store.read_bars(["MSFT"])
     ingest(slices(["AAPL"], [D(2024, 1, 3)]), synthetic, store, calendar, M1)
@@ -46,7 +61,9 @@ def test_replace_touches_only_its_slices(store: DuckDBBarStore, synthetic: Synth
     assert store.read_bars(["AAPL"]).groupby("session_date").size().tolist() == [390, 390]
 
 
-def test_failure_mid_write_keeps_previous_rows(store: DuckDBBarStore, synthetic: SyntheticProvider, calendar: TradingCalendar) -> None:
+def test_failure_mid_write_keeps_previous_rows(
+    store: DuckDBBarStore, synthetic: SyntheticProvider, calendar: TradingCalendar
+) -> None:
     wanted = slices(["AAPL"], [D(2024, 1, 2)])
     ingest(wanted, synthetic, store, calendar, M1)
     before = store.read_bars()
@@ -57,7 +74,9 @@ def test_failure_mid_write_keeps_previous_rows(store: DuckDBBarStore, synthetic:
     pd.testing.assert_frame_equal(before, store.read_bars())
 
 
-def test_rows_outside_the_slices_are_refused(store: DuckDBBarStore, synthetic: SyntheticProvider, calendar: TradingCalendar) -> None:
+def test_rows_outside_the_slices_are_refused(
+    store: DuckDBBarStore, synthetic: SyntheticProvider, calendar: TradingCalendar
+) -> None:
     ingest(slices(["AAPL"], [D(2024, 1, 2), D(2024, 1, 3)]), synthetic, store, calendar, M1)
     before = store.read_bars()
     with pytest.raises(StoreError, match="rows outside the slices"):
@@ -91,7 +110,9 @@ def test_concurrent_writer_processes_all_land(db_path: Path, store: DuckDBBarSto
     assert counts == {t: 8 * 390 for t in tickers}
 
 
-def test_writer_waits_for_lock_then_fails_clearly(db_path: Path, synthetic: SyntheticProvider, calendar: TradingCalendar) -> None:
+def test_writer_waits_for_lock_then_fails_clearly(
+    db_path: Path, synthetic: SyntheticProvider, calendar: TradingCalendar
+) -> None:
     store = DuckDBBarStore(db_path, lock_timeout_s=60)
     ingest(slices(["AAPL"], [D(2024, 1, 2)]), synthetic, store, calendar, M1)
     before = store.read_bars()
@@ -115,7 +136,9 @@ def test_writer_waits_for_lock_then_fails_clearly(db_path: Path, synthetic: Synt
     pd.testing.assert_frame_equal(before, store.read_bars())
 
 
-def test_writer_waits_out_a_foreign_duckdb_lock(db_path: Path, synthetic: SyntheticProvider, calendar: TradingCalendar) -> None:
+def test_writer_waits_out_a_foreign_duckdb_lock(
+    db_path: Path, synthetic: SyntheticProvider, calendar: TradingCalendar
+) -> None:
     store = DuckDBBarStore(db_path, lock_timeout_s=60)
     ingest(slices(["AAPL"], [D(2024, 1, 2)]), synthetic, store, calendar, M1)
     # Another program (a DuckDB shell, a notebook) holds DuckDB's own lock for ~2 s, ignoring ours.

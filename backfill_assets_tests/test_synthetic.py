@@ -16,7 +16,9 @@ D = dt.date
 JULY = (D(2024, 7, 1), D(2024, 7, 2), D(2024, 7, 3), D(2024, 7, 5))
 
 
-def fetch(provider: SyntheticProvider, tickers: tuple[str, ...], days: tuple[dt.date, ...], tf: str = "1Min") -> pd.DataFrame:
+def fetch(
+    provider: SyntheticProvider, tickers: tuple[str, ...], days: tuple[dt.date, ...], tf: str = "1Min"
+) -> pd.DataFrame:
     return provider.fetch(BarRequest(tickers, days, TIMEFRAMES[tf])).bars
 
 
@@ -26,7 +28,9 @@ def test_same_request_gives_identical_bars(synthetic: SyntheticProvider) -> None
 
 def test_bars_do_not_depend_on_request_shape(synthetic: SyntheticProvider) -> None:
     together = fetch(synthetic, ("AAPL", "MSFT"), JULY)
-    apart = pd.concat([fetch(synthetic, (t,), (d,)) for t in ("AAPL", "MSFT") for d in JULY], ignore_index=True)
+    apart = pd.concat(
+        [fetch(synthetic, (t,), (d,)) for t in ("AAPL", "MSFT") for d in JULY], ignore_index=True
+    )
     pd.testing.assert_frame_equal(together, apart)
 
 
@@ -40,14 +44,20 @@ def test_minute_bars_fill_regular_hours_only(synthetic: SyntheticProvider, calen
 
 
 @pytest.mark.parametrize("tf", list(TIMEFRAMES))
-def test_every_timeframe_passes_validation(synthetic: SyntheticProvider, calendar: TradingCalendar, tf: str) -> None:
+def test_every_timeframe_passes_validation(
+    synthetic: SyntheticProvider, calendar: TradingCalendar, tf: str
+) -> None:
     bars = fetch(synthetic, ("AAPL", "BRK.B"), JULY, tf)
     validate_bars(bars, calendar.tz, {(t, d) for t in ("AAPL", "BRK.B") for d in JULY})
     assert (bars["low"] <= bars["vwap"]).all() and (bars["vwap"] <= bars["high"]).all()
 
 
-@pytest.mark.parametrize(("tf", "full", "half"), [("5Min", 78, 42), ("15Min", 26, 14), ("1Hour", 7, 4), ("1Day", 1, 1)])
-def test_coarse_bars_aggregate_the_minute_path(synthetic: SyntheticProvider, tf: str, full: int, half: int) -> None:
+@pytest.mark.parametrize(
+    ("tf", "full", "half"), [("5Min", 78, 42), ("15Min", 26, 14), ("1Hour", 7, 4), ("1Day", 1, 1)]
+)
+def test_coarse_bars_aggregate_the_minute_path(
+    synthetic: SyntheticProvider, tf: str, full: int, half: int
+) -> None:
     minute = fetch(synthetic, ("NVDA",), (D(2024, 7, 2), D(2024, 7, 3)))
     coarse = fetch(synthetic, ("NVDA",), (D(2024, 7, 2), D(2024, 7, 3)), tf)
     assert len(coarse) == full + half

@@ -55,13 +55,17 @@ def main() -> None:
     def row_by_row() -> int:
         # What a typical hand-written script does: a request per (ticker, day), executemany inserts.
         con = duckdb.connect(str(tmp / "script.duckdb"))
-        con.execute("CREATE TABLE bars (ticker VARCHAR, ts TIMESTAMPTZ, open DOUBLE, high DOUBLE, low DOUBLE,"
-                    " close DOUBLE, volume DOUBLE, trade_count BIGINT, vwap DOUBLE, PRIMARY KEY (ticker, ts))")
+        con.execute(
+            "CREATE TABLE bars (ticker VARCHAR, ts TIMESTAMPTZ, open DOUBLE, high DOUBLE, low DOUBLE,"
+            " close DOUBLE, volume DOUBLE, trade_count BIGINT, vwap DOUBLE, PRIMARY KEY (ticker, ts))"
+        )
         rows = 0
         for ticker, day in slices[: max(1, len(slices) // 20)]:  # a 5% sample: the loop is slow
             bars = provider.fetch(BarRequest((ticker,), (day,), M1)).bars
             con.execute("DELETE FROM bars WHERE ticker = ? AND CAST(ts AS DATE) = ?", [ticker, day])
-            con.executemany("INSERT INTO bars VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", bars.itertuples(index=False))
+            con.executemany(
+                "INSERT INTO bars VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", bars.itertuples(index=False)
+            )
             rows += len(bars)
         con.close()
         return rows

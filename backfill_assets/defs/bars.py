@@ -55,5 +55,3 @@ def bars(
         f"provider request(s), {report.duration_s:.2f} s"
     )
     return dg.MaterializeResult(metadata=_metadata(report, store.describe()))
-
-

@@ -3,7 +3,7 @@
 import dagster as dg
 
 from backfill_assets.defs.partitions import ticker_partitions
-from backfill_assets.settings import load_settings
+from backfill_assets.settings import TICKER_PARTITIONS, load_settings
 from backfill_assets.universe import missing_tickers
 
 
@@ -13,7 +13,9 @@ def ticker_universe_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResu
 
     Re-reads the universe file on every tick, so editing it needs no reload.
     """
-    new = missing_tickers(load_settings().universe, context.instance.get_dynamic_partitions(ticker_partitions.name))
+    new = missing_tickers(
+        load_settings().universe, context.instance.get_dynamic_partitions(TICKER_PARTITIONS)
+    )
     if not new:
         return dg.SkipReason("every universe ticker is already a partition")
     context.log.info(f"adding tickers: {', '.join(new)}")

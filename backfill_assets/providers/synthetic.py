@@ -46,7 +46,12 @@ def _close_logs(ticker: str, days: list[dt.date], base: float) -> tuple[np.ndarr
 
 
 def _session_minutes(
-    ticker: str, day: dt.date, open_ns: int, n: int, logs: tuple[float, float], consts: tuple[float, float, float]
+    ticker: str,
+    day: dt.date,
+    open_ns: int,
+    n: int,
+    logs: tuple[float, float],
+    consts: tuple[float, float, float],
 ) -> dict[str, np.ndarray]:
     close_log, prev_close_log = logs
     _, daily_volume, trade_size = consts
@@ -76,7 +81,9 @@ def _session_minutes(
     }
 
 
-def _aggregate(bars: dict[str, np.ndarray], starts: np.ndarray, bucket_ts: np.ndarray) -> dict[str, np.ndarray]:
+def _aggregate(
+    bars: dict[str, np.ndarray], starts: np.ndarray, bucket_ts: np.ndarray
+) -> dict[str, np.ndarray]:
     """Aggregate consecutive minute bars into buckets starting at row indexes `starts`."""
     ends = np.append(starts[1:], bars["ts"].size) - 1
     volume = np.add.reduceat(bars["volume"], starts)
@@ -122,7 +129,12 @@ class SyntheticProvider:
             for day, close_log, prev_log in zip(days, closes, prev_closes, strict=True):
                 open_, _ = self.calendar.open_close(day)
                 minutes = _session_minutes(
-                    ticker, day, open_.value, self.calendar.session_minutes(day), (close_log, prev_log), consts
+                    ticker,
+                    day,
+                    open_.value,
+                    self.calendar.session_minutes(day),
+                    (close_log, prev_log),
+                    consts,
                 )
                 day_start = pd.Timestamp(day, tz=self.calendar.tz).tz_convert("UTC").value
                 parts.append(_resample(minutes, request.timeframe, day_start))

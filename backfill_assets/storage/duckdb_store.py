@@ -21,7 +21,12 @@ from backfill_assets.storage.locks import file_lock
 
 BARS_DDL = (
     "CREATE TABLE IF NOT EXISTS bars ("
-    + ", ".join(f"{c} {BARS_SQL_TYPES[c]} NOT NULL" if c in ("ticker", "ts", "session_date") else f"{c} {BARS_SQL_TYPES[c]}" for c in BARS_COLUMNS)
+    + ", ".join(
+        f"{c} {BARS_SQL_TYPES[c]} NOT NULL"
+        if c in ("ticker", "ts", "session_date")
+        else f"{c} {BARS_SQL_TYPES[c]}"
+        for c in BARS_COLUMNS
+    )
     + ", PRIMARY KEY (ticker, ts))"
 )
 INSERT_SELECT = ", ".join(f"CAST({c} AS {BARS_SQL_TYPES[c]})" for c in BARS_COLUMNS)
@@ -88,7 +93,8 @@ class DuckDBBarStore:
     ) -> pd.DataFrame:
         if not self.path.exists():
             return pd.DataFrame(columns=list(BARS_COLUMNS))
-        where, params = ["TRUE"], []
+        where: list[str] = ["TRUE"]
+        params: list[object] = []
         if tickers is not None:
             where.append("list_contains(?, ticker)")
             params.append(sorted(tickers))
@@ -99,7 +105,8 @@ class DuckDBBarStore:
             where.append("session_date <= ?")
             params.append(end)
         with self._connect(read_only=True) as con:
-            if not con.execute("SELECT count(*) FROM duckdb_tables() WHERE table_name = 'bars'").fetchone()[0]:
+            tables = con.execute("SELECT table_name FROM duckdb_tables() WHERE table_name = 'bars'")
+            if not tables.fetchall():
                 return pd.DataFrame(columns=list(BARS_COLUMNS))
             sql = f"SELECT * FROM bars WHERE {' AND '.join(where)} ORDER BY ticker, ts"
             bars = con.execute(sql, params).df()
