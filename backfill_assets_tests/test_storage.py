@@ -153,3 +153,50 @@ def test_writer_waits_out_a_foreign_duckdb_lock(
     ingest(slices(["AAPL"], [D(2024, 1, 3)]), synthetic, store, calendar, M1)
     holder.wait(timeout=30)
     assert len(store.read_bars()) == 2 * 390
+
+
+KILLED_WRITER = """
+import sys, datetime as dt
+from pathlib import Path
+from backfill_assets.calendar import get_calendar
+from backfill_assets.providers.base import BarRequest
+from backfill_assets.providers.synthetic import SyntheticProvider
+from backfill_assets.schemas import session_of
+from backfill_assets.storage.duckdb_store import DuckDBBarStore
+from backfill_assets.timeframes import TIMEFRAMES
+cal = get_calendar("XNYS", dt.date(2024, 1, 2))
+days = tuple(cal.sessions_in(dt.date(2024, 1, 2), dt.date(2024, 12, 31)))
+tickers = ("AAPL", "MSFT", "NVDA", "AMZN")
+bars = SyntheticProvider(cal).fetch(BarRequest(tickers, days, TIMEFRAMES["1Min"])).bars
+bars["session_date"] = session_of(bars["ts"], cal.tz)
+bars["provider"], bars["timeframe"], bars["adjustment"] = "second-write", "1Min", "raw"
+bars["fetched_at"] = bars["ts"]
+print("writing", flush=True)
+DuckDBBarStore(Path(sys.argv[1])).replace_bars(bars, [(t, d) for t in tickers for d in days])
+print("committed", flush=True)
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("delay_s", [0.2, 0.5, 0.8])
+def test_kill_9_mid_write_leaves_old_or_new_never_partial(
+    db_path: Path, synthetic: SyntheticProvider, calendar: TradingCalendar, delay_s: float
+) -> None:
+    store = DuckDBBarStore(db_path, lock_timeout_s=60)
+    days = calendar.sessions_in(D(2024, 1, 2), D(2024, 12, 31))
+    wanted = slices(["AAPL", "MSFT", "NVDA", "AMZN"], days)
+    ingest(wanted, synthetic, store, calendar, M1)
+    n_rows = len(store.read_bars())
+    writer = subprocess.Popen(
+        [sys.executable, "-c", KILLED_WRITER, str(db_path)], stdout=subprocess.PIPE, text=True
+    )
+    assert writer.stdout is not None and writer.stdout.readline().strip() == "writing"
+    time.sleep(delay_s)
+    writer.kill()  # SIGKILL: no cleanup, no rollback by the writer
+    writer.wait()
+    after = store.read_bars()
+    assert len(after) == n_rows
+    assert set(after["provider"]) in ({"synthetic"}, {"second-write"})  # one transaction: all or nothing
+    ingest(wanted, synthetic, store, calendar, M1)  # the re-run completes over whatever is there
+    rerun = store.read_bars()
+    assert len(rerun) == n_rows and set(rerun["provider"]) == {"synthetic"}
