@@ -10,7 +10,7 @@ import pandas as pd
 
 from backfill_assets.calendar import TradingCalendar
 from backfill_assets.providers.base import BarProvider, BarRequest
-from backfill_assets.schemas import session_of, validate_bars
+from backfill_assets.schemas import empty_bars, session_of, validate_bars
 from backfill_assets.storage.base import BarStore, Slice
 from backfill_assets.symbols import validate_ticker
 from backfill_assets.timeframes import Timeframe
@@ -21,6 +21,7 @@ class IngestReport:
     """What one ingest wrote: rows per (ticker, session) slice and where they came from."""
 
     rows: Mapping[Slice, int]
+    failed: Mapping[Slice, str]
     first_ts: pd.Timestamp | None
     last_ts: pd.Timestamp | None
     provider: str
@@ -63,22 +64,35 @@ def ingest(
     calendar: TradingCalendar,
     timeframe: Timeframe,
 ) -> IngestReport:
-    """Fetch every slice, validate all bars, then replace exactly those slices in one store write."""
+    """Fetch every slice, validate all bars, then replace the fetched slices in one store write.
+
+    Slices of tickers the provider does not know are reported in `failed` and left untouched in the
+    store; any other provider or validation error raises before anything is written.
+    """
     started = time.monotonic()
     wanted = set(slices)
     requests = plan_requests(wanted, calendar, timeframe)
-    frames = [provider.fetch(request).bars for request in requests]
-    frame = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
-    validate_bars(frame, calendar.tz, wanted)
+    frames: list[pd.DataFrame] = []
+    failed: dict[Slice, str] = {}
+    for request in requests:
+        result = provider.fetch(request)
+        frames.append(result.bars)
+        for ticker, reason in result.failed.items():
+            failed.update({(ticker, day): reason for day in request.sessions})
+    frame = pd.concat(frames, ignore_index=True) if frames else empty_bars()
+    written = wanted - failed.keys()
+    validate_bars(frame, calendar.tz, written)
     frame["session_date"] = session_of(frame["ts"], calendar.tz)
     frame["provider"] = provider.name
     frame["timeframe"] = timeframe.name
     frame["adjustment"] = provider.adjustment
     frame["fetched_at"] = pd.Timestamp.now(tz="UTC")
-    store.replace_bars(frame, wanted)
+    if written:
+        store.replace_bars(frame, written)
     counts = frame.groupby(["ticker", "session_date"]).size().to_dict()
     return IngestReport(
-        rows={key: int(counts.get(key, 0)) for key in sorted(wanted)},
+        rows={key: int(counts.get(key, 0)) for key in sorted(written)},
+        failed=dict(sorted(failed.items())),
         first_ts=frame["ts"].min() if len(frame) else None,
         last_ts=frame["ts"].max() if len(frame) else None,
         provider=provider.name,

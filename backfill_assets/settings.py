@@ -13,7 +13,7 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_START_DATE = dt.date(2024, 1, 2)
 DEFAULT_UNIVERSE_FILE = PROJECT_ROOT / "universe.txt"
 DEFAULT_DUCKDB_PATH = PROJECT_ROOT / "data" / "market.duckdb"
-PROVIDERS = ("synthetic",)
+PROVIDERS = ("synthetic", "alpaca", "yfinance")
 TICKER_PARTITIONS = "tickers"
 
 
@@ -31,6 +31,8 @@ class Settings:
     calendar: str
     universe: tuple[str, ...]
     duckdb_path: Path
+    requests_per_minute: int | None = None
+    max_concurrent_requests: int | None = None
 
     @property
     def pool(self) -> str:
@@ -46,6 +48,15 @@ def _start_date(raw: str, today: dt.date) -> dt.date:
     if start > today:
         raise SettingsError(f"BACKFILL_START_DATE={raw!r} is in the future (today is {today.isoformat()})")
     return start
+
+
+def _positive_int(env: dict[str, str], name: str) -> int | None:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return None
+    if not raw.isdigit() or int(raw) < 1:
+        raise SettingsError(f"{name}={raw!r} must be a whole number of at least 1")
+    return int(raw)
 
 
 def _universe(env: dict[str, str]) -> tuple[str, ...]:
@@ -85,6 +96,8 @@ def load_settings(env: dict[str, str] | None = None, today: dt.date | None = Non
         calendar=env.get("BACKFILL_CALENDAR", "XNYS"),
         universe=_universe(env),
         duckdb_path=Path(env.get("BACKFILL_DUCKDB_PATH") or DEFAULT_DUCKDB_PATH),
+        requests_per_minute=_positive_int(env, "BACKFILL_REQUESTS_PER_MINUTE"),
+        max_concurrent_requests=_positive_int(env, "BACKFILL_MAX_CONCURRENT_REQUESTS"),
     )
 
 

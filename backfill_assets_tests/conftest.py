@@ -12,7 +12,8 @@ import dagster as dg
 import pytest
 
 from backfill_assets.calendar import TradingCalendar, get_calendar
-from backfill_assets.defs.resources import BarProviderResource, BarStoreResource
+from backfill_assets.defs.providers import SyntheticProviderResource
+from backfill_assets.defs.resources import BarStoreResource
 from backfill_assets.providers.synthetic import SyntheticProvider
 from backfill_assets.settings import PROJECT_ROOT
 from backfill_assets.storage.duckdb_store import DuckDBBarStore
@@ -49,7 +50,10 @@ def instance() -> Iterator[dg.DagsterInstance]:
 
 @pytest.fixture
 def resources(db_path: Path) -> dict[str, dg.ConfigurableResource]:
-    return {"bar_provider": BarProviderResource(), "bar_store": BarStoreResource(duckdb_path=str(db_path))}
+    return {
+        "bar_provider": SyntheticProviderResource(),
+        "bar_store": BarStoreResource(duckdb_path=str(db_path)),
+    }
 
 
 @pytest.fixture

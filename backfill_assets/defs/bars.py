@@ -5,13 +5,21 @@ from typing import Any
 import dagster as dg
 
 from backfill_assets.defs.partitions import bars_partitions, calendar, slices_from_context
-from backfill_assets.defs.resources import BarProviderResource, BarStoreResource
+from backfill_assets.defs.providers import BarProviderResource, HttpProviderResource
+from backfill_assets.defs.resources import BarStoreResource
 from backfill_assets.ingest import IngestReport, ingest
+from backfill_assets.providers.base import ProviderError
 from backfill_assets.settings import get_settings
+from backfill_assets.storage.base import Slice
 
 
-def _metadata(report: IngestReport, where: str) -> dict[str, Any]:
-    rows = {f"{day.isoformat()}|{ticker}": n for (ticker, day), n in report.rows.items()}
+def partition_key(key: Slice) -> str:
+    ticker, day = key
+    return f"{day.isoformat()}|{ticker}"
+
+
+def _metadata(report: IngestReport, where: str, provider: BarProviderResource) -> dict[str, Any]:
+    rows = {partition_key(key): n for key, n in report.rows.items()}
     metadata: dict[str, Any] = {
         "rows_per_partition": dg.MetadataValue.json(rows),
         "rows_total": report.total_rows,
@@ -24,6 +32,14 @@ def _metadata(report: IngestReport, where: str) -> dict[str, Any]:
         "duration_s": round(report.duration_s, 3),
         "store": where,
     }
+    if isinstance(provider, HttpProviderResource) and provider.stats is not None:
+        stats = provider.stats
+        metadata |= {
+            "http_requests": stats.requests,
+            "http_429": stats.throttled,
+            "http_retries": stats.retried,
+        }
+        metadata["http_wait_s"] = round(stats.waited_s, 2)
     if len(rows) == 1:
         metadata["dagster/row_count"] = report.total_rows
     return metadata
@@ -38,6 +54,11 @@ def _metadata(report: IngestReport, where: str) -> dict[str, Any]:
     group_name="raw_bars",
     kinds={"duckdb"},
     tags={"provider": get_settings().provider},
+    # Transient provider trouble (after the HTTP layer's own retries) gets a few more chances;
+    # permanent errors raise dg.Failure(allow_retries=False).
+    retry_policy=dg.RetryPolicy(
+        max_retries=2, delay=30, backoff=dg.Backoff.EXPONENTIAL, jitter=dg.Jitter.PLUS_MINUS
+    ),
 )
 def bars(
     context: dg.AssetExecutionContext, bar_provider: BarProviderResource, bar_store: BarStoreResource
@@ -45,13 +66,36 @@ def bars(
     """OHLCV bars of one ticker over one trading session, at the configured timeframe.
 
     Table `bars`, unique on (ticker, ts); ts is the bar start in UTC. A run replaces exactly its
-    (ticker, session) slices in one transaction, so re-materializing gives the same rows.
+    (ticker, session) slices in one transaction, so re-materializing gives the same rows. Tickers the
+    provider does not know fail alone: the other partitions of the run land and show materialized.
     """
     slices = slices_from_context(context)
     store = bar_store.build()
-    report = ingest(slices, bar_provider.build(calendar), store, calendar, bar_provider.parsed_timeframe())
+    provider = bar_provider.build(calendar)
+    try:
+        report = ingest(slices, provider, store, calendar, bar_provider.parsed_timeframe())
+    except ProviderError as exc:
+        if exc.permanent:
+            raise dg.Failure(description=str(exc), allow_retries=False) from None
+        raise
     context.log.info(
-        f"wrote {report.total_rows} bars for {len(slices)} partition(s) in {report.requests} "
+        f"wrote {report.total_rows} bars for {len(report.rows)} partition(s) in {report.requests} "
         f"provider request(s), {report.duration_s:.2f} s"
     )
-    return dg.MaterializeResult(metadata=_metadata(report, store.describe()))
+    metadata = _metadata(report, store.describe(), bar_provider)
+    if not report.failed:
+        return dg.MaterializeResult(metadata=metadata)
+    for key in report.rows:  # the partitions that did land are materialized; the backfill sees that
+        context.log_event(
+            dg.AssetMaterialization(context.asset_key, partition=partition_key(key), metadata=metadata)
+        )
+    reasons = sorted(set(report.failed.values()))
+    raise dg.Failure(
+        description=f"{len(report.failed)} partition(s) failed: {'; '.join(reasons)}",
+        metadata={
+            "failed_partitions": dg.MetadataValue.json(
+                {partition_key(k): r for k, r in report.failed.items()}
+            )
+        },
+        allow_retries=False,
+    )

@@ -1,31 +1,21 @@
-"""Resources: the bar provider and the bar store, configured from the environment at load."""
+"""Resources bound once: the provider chosen by BACKFILL_PROVIDER and the bar store."""
 
+import os
 from pathlib import Path
+from typing import Any
 
 import dagster as dg
 from pydantic import Field
 
-from backfill_assets.calendar import TradingCalendar
-from backfill_assets.providers.base import BarProvider
-from backfill_assets.providers.synthetic import SyntheticProvider
-from backfill_assets.settings import PROVIDERS, get_settings
+from backfill_assets.defs.providers import (
+    AlpacaProviderResource,
+    BarProviderResource,
+    SyntheticProviderResource,
+    YFinanceProviderResource,
+)
+from backfill_assets.providers.alpaca import DEFAULT_URL
+from backfill_assets.settings import Settings, get_settings
 from backfill_assets.storage.duckdb_store import DuckDBBarStore
-from backfill_assets.timeframes import Timeframe, parse_timeframe
-
-
-class BarProviderResource(dg.ConfigurableResource):
-    """Which provider fetches bars, and at which timeframe."""
-
-    provider: str = Field(default="synthetic", description=f"One of {', '.join(PROVIDERS)}.")
-    timeframe: str = Field(default="1Min", description="1Min, 5Min, 15Min, 1Hour or 1Day.")
-
-    def parsed_timeframe(self) -> Timeframe:
-        return parse_timeframe(self.timeframe)
-
-    def build(self, calendar: TradingCalendar) -> BarProvider:
-        if self.provider == "synthetic":
-            return SyntheticProvider(calendar)
-        raise ValueError(f"unknown provider {self.provider!r}: expected one of {', '.join(PROVIDERS)}")
 
 
 class BarStoreResource(dg.ConfigurableResource):
@@ -38,14 +28,37 @@ class BarStoreResource(dg.ConfigurableResource):
         return DuckDBBarStore(Path(self.duckdb_path), self.lock_timeout_s)
 
 
+def provider_resource(settings: Settings) -> BarProviderResource:
+    """The provider resource for BACKFILL_PROVIDER, with budget overrides from the environment."""
+    common: dict[str, Any] = {"timeframe": settings.timeframe.name}
+    if settings.provider == "synthetic":
+        return SyntheticProviderResource(**common)
+    if settings.requests_per_minute:
+        common["requests_per_minute"] = settings.requests_per_minute
+    if settings.max_concurrent_requests:
+        common["max_concurrent_requests"] = settings.max_concurrent_requests
+    if settings.provider == "alpaca":
+        return AlpacaProviderResource(
+            api_key=dg.EnvVar("ALPACA_API_KEY"),
+            secret_key=dg.EnvVar("ALPACA_SECRET_KEY"),
+            base_url=os.environ.get("ALPACA_DATA_URL") or DEFAULT_URL,
+            feed=os.environ.get("ALPACA_FEED") or "iex",  # type: ignore[arg-type]  # validated by pydantic
+            adjustment=os.environ.get("ALPACA_ADJUSTMENT") or "raw",  # type: ignore[arg-type]
+            **common,
+        )
+    return YFinanceProviderResource(
+        auto_adjust=os.environ.get("YFINANCE_AUTO_ADJUST", "false").lower() in ("1", "true", "yes"),
+        base_url=os.environ.get("YFINANCE_BASE_URL") or None,
+        **common,
+    )
+
+
 @dg.definitions
 def resources() -> dg.Definitions:
     settings = get_settings()
     return dg.Definitions(
         resources={
-            "bar_provider": BarProviderResource(
-                provider=settings.provider, timeframe=settings.timeframe.name
-            ),
+            "bar_provider": provider_resource(settings),
             "bar_store": BarStoreResource(duckdb_path=str(settings.duckdb_path)),
         }
     )

@@ -7,6 +7,7 @@ from typing import Protocol
 
 import pandas as pd
 
+from backfill_assets.calendar import TradingCalendar
 from backfill_assets.timeframes import Timeframe
 
 
@@ -28,7 +29,14 @@ class FetchResult:
 
 
 class ProviderError(RuntimeError):
-    """A provider could not answer a request; the message names tickers, dates and the cause."""
+    """A provider could not answer a request; the message names tickers, dates and the cause.
+
+    `permanent` errors (bad credentials, bad request) must not be retried; others may succeed later.
+    """
+
+    def __init__(self, message: str, *, permanent: bool = False) -> None:
+        super().__init__(message)
+        self.permanent = permanent
 
 
 class BarProvider(Protocol):
@@ -40,3 +48,15 @@ class BarProvider(Protocol):
     def fetch(self, request: BarRequest) -> FetchResult:
         """Return the bars of every (ticker, session) in `request`."""
         ...
+
+
+def regular_hours(frame: pd.DataFrame, calendar: TradingCalendar, timeframe: Timeframe) -> pd.DataFrame:
+    """Keep bars whose bucket overlaps regular hours: [open floored to the bar size, close)."""
+    if timeframe.is_daily or frame.empty:
+        return frame
+    day = frame["ts"].dt.tz_convert(calendar.tz).dt.date
+    bounds = {d: calendar.open_close(d) for d in set(day) if calendar.is_session(d)}
+    width = pd.Timedelta(minutes=timeframe.minutes)
+    start = day.map(lambda d: bounds[d][0].floor(width) if d in bounds else pd.NaT)
+    end = day.map(lambda d: bounds[d][1] if d in bounds else pd.NaT)
+    return frame[(frame["ts"] >= start) & (frame["ts"] < end)].reset_index(drop=True)

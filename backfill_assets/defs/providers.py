@@ -1,0 +1,137 @@
+"""Provider resources: one per provider, each with its API budget and HTTP policy as typed config.
+
+The budget (`requests_per_minute`, `max_concurrent_requests`) is shared by every run and process of
+the Dagster instance: its files live in `<DAGSTER_HOME>/rate_budgets/` unless `budget_dir` is set.
+"""
+
+import tempfile
+from pathlib import Path
+from typing import Literal
+
+import curl_cffi.requests
+import dagster as dg
+import requests
+from pydantic import Field, PrivateAttr
+
+from backfill_assets.calendar import TradingCalendar
+from backfill_assets.providers.alpaca import DEFAULT_URL, AlpacaProvider
+from backfill_assets.providers.base import BarProvider
+from backfill_assets.providers.budget import RateBudget
+from backfill_assets.providers.sessions import BudgetedCurlSession, BudgetedSession
+from backfill_assets.providers.synthetic import SyntheticProvider
+from backfill_assets.providers.transport import CircuitBreaker, RequestStats, RetryPolicy, Transport
+from backfill_assets.providers.yahoo import YFinanceProvider
+from backfill_assets.timeframes import Timeframe, parse_timeframe
+
+
+class BarProviderResource(dg.ConfigurableResource):
+    """Common to every provider: the bar timeframe."""
+
+    timeframe: str = Field(default="1Min", description="1Min, 5Min, 15Min, 1Hour or 1Day.")
+
+    @property
+    def provider_name(self) -> str:
+        raise NotImplementedError
+
+    def parsed_timeframe(self) -> Timeframe:
+        return parse_timeframe(self.timeframe)
+
+    def build(self, calendar: TradingCalendar) -> BarProvider:
+        raise NotImplementedError
+
+
+class SyntheticProviderResource(BarProviderResource):
+    """Deterministic offline bars (no network, no budget)."""
+
+    @property
+    def provider_name(self) -> str:
+        return "synthetic"
+
+    def build(self, calendar: TradingCalendar) -> BarProvider:
+        return SyntheticProvider(calendar)
+
+
+class HttpProviderResource(BarProviderResource):
+    """A provider reached over HTTP: shared rate budget, timeouts, bounded retries, circuit breaker."""
+
+    requests_per_minute: int = Field(default=60, ge=1, description="Shared by all runs of the instance.")
+    max_concurrent_requests: int = Field(default=2, ge=1, description="In flight at once, instance-wide.")
+    timeout_s: float = Field(default=30.0, gt=0, description="Per HTTP request.")
+    max_retries: int = Field(default=5, ge=0, description="For 429, 5xx, timeouts and cut connections.")
+    max_backoff_s: float = Field(default=60.0, gt=0)
+    breaker_threshold: int = Field(
+        default=5, ge=1, description="Consecutive failed requests that stop a run."
+    )
+    budget_dir: str | None = Field(default=None, description="Default: <DAGSTER_HOME>/rate_budgets.")
+    _root: Path | None = PrivateAttr(default=None)
+    _transport: Transport | None = PrivateAttr(default=None)
+
+    @property
+    def stats(self) -> RequestStats | None:
+        """What the HTTP layer did in this run (requests, 429s, retries, waits)."""
+        return self._transport.stats if self._transport else None
+
+    def setup_for_execution(self, context: dg.InitResourceContext) -> None:
+        if context.instance is not None:
+            self._root = Path(context.instance.root_directory)
+
+    def budget(self) -> RateBudget:
+        root = self._root or Path(tempfile.gettempdir())  # no instance: one budget per machine
+        directory = Path(self.budget_dir) if self.budget_dir else root / "rate_budgets"
+        return RateBudget(
+            self.provider_name, directory, self.requests_per_minute, self.max_concurrent_requests
+        )
+
+    def transport(self, transient: tuple[type[BaseException], ...], json_body: bool) -> Transport:
+        self._transport = Transport(
+            budget=self.budget(),
+            retry=RetryPolicy(max_retries=self.max_retries, max_delay_s=self.max_backoff_s),
+            breaker=CircuitBreaker(self.provider_name, threshold=self.breaker_threshold),
+            timeout_s=self.timeout_s,
+            transient_errors=transient,
+            json_body=json_body,
+        )
+        return self._transport
+
+
+class AlpacaProviderResource(HttpProviderResource):
+    """Alpaca market data via alpaca-py. Keys only from ALPACA_API_KEY / ALPACA_SECRET_KEY (EnvVar)."""
+
+    api_key: str = Field(description="Bind with dg.EnvVar('ALPACA_API_KEY').")
+    secret_key: str = Field(description="Bind with dg.EnvVar('ALPACA_SECRET_KEY').")
+    base_url: str = Field(
+        default=DEFAULT_URL, description="ALPACA_DATA_URL: a proxy, sandbox or test server."
+    )
+    feed: Literal["iex", "sip", "delayed_sip", "otc", "boats", "overnight"] = "iex"
+    adjustment: Literal["raw", "split", "dividend", "all"] = "raw"
+    requests_per_minute: int = Field(default=200, ge=1, description="Alpaca's free plan allows 200/min.")
+    max_concurrent_requests: int = Field(default=4, ge=1)
+
+    @property
+    def provider_name(self) -> str:
+        return "alpaca"
+
+    def build(self, calendar: TradingCalendar) -> BarProvider:
+        transient = (requests.Timeout, requests.ConnectionError)
+        session = BudgetedSession(self.transport(transient, json_body=True))
+        return AlpacaProvider(
+            calendar, session, self.api_key, self.secret_key, self.base_url, self.feed, self.adjustment
+        )
+
+
+class YFinanceProviderResource(HttpProviderResource):
+    """Yahoo Finance via yfinance. Yahoo publishes no limit and bans bursts: keep the budget modest."""
+
+    auto_adjust: bool = Field(default=False, description="False: split-adjusted OHLC; True: also dividends.")
+    base_url: str | None = Field(default=None, description="YFINANCE_BASE_URL: route Yahoo hosts to a proxy.")
+    requests_per_minute: int = Field(default=60, ge=1)
+    max_concurrent_requests: int = Field(default=2, ge=1)
+
+    @property
+    def provider_name(self) -> str:
+        return "yfinance"
+
+    def build(self, calendar: TradingCalendar) -> BarProvider:
+        transient = (curl_cffi.requests.exceptions.Timeout, curl_cffi.requests.exceptions.ConnectionError)
+        session = BudgetedCurlSession(self.transport(transient, json_body=False), rewrite_to=self.base_url)
+        return YFinanceProvider(calendar, session, self.auto_adjust, self.timeout_s)

@@ -1,0 +1,112 @@
+"""Alpaca market data through alpaca-py's StockHistoricalDataClient, under our HTTP policy.
+
+One request covers many symbols over consecutive sessions; alpaca-py follows `next_page_token`
+(pages of up to 10,000 bars across all symbols). Windows are computed in exchange time: a daily
+bar is stamped 00:00 New York, so a naive-UTC end would drop the last session.
+"""
+
+import datetime as dt
+
+import pandas as pd
+from alpaca.common.exceptions import APIError
+from alpaca.data.enums import Adjustment, DataFeed
+from alpaca.data.historical import StockHistoricalDataClient
+from alpaca.data.requests import StockBarsRequest
+from alpaca.data.timeframe import TimeFrame, TimeFrameUnit
+
+from backfill_assets.calendar import TradingCalendar
+from backfill_assets.providers.base import BarRequest, FetchResult, ProviderError, regular_hours
+from backfill_assets.providers.sessions import BudgetedSession
+from backfill_assets.schemas import PROVIDER_COLUMNS, empty_bars
+from backfill_assets.timeframes import Timeframe
+
+DEFAULT_URL = "https://data.alpaca.markets"
+PERMANENT_STATUS = frozenset({400, 401, 403, 404, 422})
+
+
+def alpaca_timeframe(timeframe: Timeframe) -> TimeFrame:
+    if timeframe.is_daily:
+        return TimeFrame(1, TimeFrameUnit.Day)
+    if timeframe.minutes % 60 == 0:
+        return TimeFrame(timeframe.minutes // 60, TimeFrameUnit.Hour)
+    return TimeFrame(timeframe.minutes, TimeFrameUnit.Minute)
+
+
+def _api_message(exc: APIError) -> str:
+    """Alpaca's error message; a gateway's HTML page is not JSON, so APIError.message would raise."""
+    try:
+        return str(exc.message)
+    except ValueError:
+        return str(exc)[:200]
+
+
+class AlpacaProvider:
+    """Bars from Alpaca's `/v2/stocks/bars`; `adjustment` and `feed` are recorded on every row."""
+
+    name = "alpaca"
+
+    def __init__(
+        self,
+        calendar: TradingCalendar,
+        session: BudgetedSession,
+        api_key: str,
+        secret_key: str,
+        base_url: str = DEFAULT_URL,
+        feed: str = "iex",
+        adjustment: str = "raw",
+    ) -> None:
+        self.calendar, self.feed, self.adjustment = calendar, DataFeed(feed), adjustment
+        self._adjustment = Adjustment(adjustment)
+        self._client = StockHistoricalDataClient(api_key, secret_key, raw_data=True, url_override=base_url)
+        # alpaca-py has no parameter for these: its session and its fixed-3-s retry (which ignores
+        # Retry-After and sets no timeout) are replaced so our Transport owns budget and retries.
+        self._client._session = session
+        self._client._retry = 0
+
+    def _window(self, request: BarRequest) -> tuple[dt.datetime, dt.datetime]:
+        start = pd.Timestamp(request.sessions[0], tz=self.calendar.tz)
+        end = pd.Timestamp(request.sessions[-1], tz=self.calendar.tz) + pd.Timedelta(days=1, seconds=-1)
+        return start.tz_convert("UTC").to_pydatetime(), end.tz_convert("UTC").to_pydatetime()
+
+    def fetch(self, request: BarRequest) -> FetchResult:
+        start, end = self._window(request)
+        span = f"{request.sessions[0]}..{request.sessions[-1]}"
+        what = f"{','.join(request.tickers)} {span}"
+        params = StockBarsRequest(
+            symbol_or_symbols=list(request.tickers),
+            timeframe=alpaca_timeframe(request.timeframe),
+            start=start,
+            end=end,
+            adjustment=self._adjustment,
+            feed=self.feed,
+        )
+        try:
+            raw = self._client.get_stock_bars(params)
+        except APIError as exc:
+            permanent = exc.status_code in PERMANENT_STATUS
+            raise ProviderError(
+                f"alpaca refused bars for {what}: HTTP {exc.status_code} {_api_message(exc)}",
+                permanent=permanent,
+            ) from None
+        except ValueError as exc:  # malformed or truncated JSON that survived the retries
+            raise ProviderError(f"alpaca sent an unreadable payload for {what}: {exc}") from None
+        frame = regular_hours(self._frame(raw), self.calendar, request.timeframe)
+        missing = sorted(set(request.tickers) - set(frame["ticker"]))
+        failed = {
+            t: f"alpaca returned no bars for {t} over {span} (unknown or unlisted symbol)" for t in missing
+        }
+        return FetchResult(bars=frame, failed=failed)
+
+    @staticmethod
+    def _frame(raw: object) -> pd.DataFrame:
+        if not isinstance(raw, dict) or not raw:
+            return empty_bars()
+        rows = [
+            (symbol, *(bar.get(k) for k in "tohlcvn"), bar.get("vw"))
+            for symbol, bars in raw.items()
+            for bar in bars
+        ]
+        frame = pd.DataFrame(rows, columns=list(PROVIDER_COLUMNS))
+        frame["ts"] = pd.to_datetime(frame["ts"], utc=True).astype("datetime64[us, UTC]")
+        frame["trade_count"] = frame["trade_count"].fillna(0).astype("int64")
+        return frame

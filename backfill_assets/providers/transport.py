@@ -1,0 +1,156 @@
+"""HTTP policy for provider clients: budget, timeouts, retries and a circuit breaker, in one place.
+
+Client libraries keep their own request building, pagination and parsing; their HTTP session is
+replaced by one whose `request` spends the shared budget and owns retries. 429 waits for
+Retry-After / X-RateLimit-Reset when given, else backs off exponentially with jitter; 5xx, timeouts
+and dropped connections retry a bounded number of times; anything else is returned at once for the
+client to raise (401/403/404/422 are permanent).
+"""
+
+import email.utils
+import random
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from backfill_assets.providers.base import ProviderError
+from backfill_assets.providers.budget import RateBudget
+
+TRANSIENT_STATUS = frozenset({429, 500, 502, 503, 504})
+
+
+class CircuitOpenError(ProviderError):
+    """The provider kept failing; requests are refused until the cool-down ends."""
+
+
+class Response(Protocol):
+    status_code: int
+    headers: Mapping[str, str]
+
+
+@dataclass
+class RetryPolicy:
+    """Bounded retries with exponential backoff and full jitter, capped at `max_delay_s`."""
+
+    max_retries: int = 5
+    base_delay_s: float = 0.5
+    max_delay_s: float = 60.0
+
+    def backoff(self, attempt: int) -> float:
+        return random.uniform(0, min(self.max_delay_s, self.base_delay_s * 2**attempt))
+
+
+def server_wait_s(headers: Mapping[str, str], now: float | None = None) -> float | None:
+    """Seconds the server asked us to wait: Retry-After (seconds or HTTP date) or X-RateLimit-Reset."""
+    now = time.time() if now is None else now
+    retry_after = headers.get("Retry-After")
+    if retry_after:
+        if retry_after.strip().isdigit():
+            return float(retry_after)
+        parsed = email.utils.parsedate_to_datetime(retry_after)
+        return max(0.0, parsed.timestamp() - now) if parsed else None
+    reset = headers.get("X-RateLimit-Reset") or headers.get("X-Ratelimit-Reset")
+    if reset and reset.strip().replace(".", "", 1).isdigit():
+        return max(0.0, float(reset) - now)
+    return None
+
+
+@dataclass
+class CircuitBreaker:
+    """Opens after `threshold` consecutive failed requests (retries exhausted); half-opens after cool-down."""
+
+    provider: str
+    threshold: int = 5
+    cooldown_s: float = 60.0
+    _failures: int = 0
+    _opened_at: float | None = None
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def check(self) -> None:
+        with self._lock:
+            if self._opened_at is not None and time.monotonic() - self._opened_at < self.cooldown_s:
+                raise CircuitOpenError(
+                    f"{self.provider}: circuit open after {self._failures} consecutive failed requests; "
+                    f"not calling the provider for {self.cooldown_s:.0f} s"
+                )
+
+    def record(self, ok: bool) -> None:
+        with self._lock:
+            if ok:
+                self._failures, self._opened_at = 0, None
+            else:
+                self._failures += 1
+                if self._failures >= self.threshold:
+                    self._opened_at = time.monotonic()
+
+
+@dataclass
+class RequestStats:
+    """What the transport did, for metadata: requests sent, 429s and other retries, time waited."""
+
+    requests: int = 0
+    throttled: int = 0
+    retried: int = 0
+    waited_s: float = 0.0
+
+
+def _is_json(response: Any) -> bool:
+    try:
+        response.json()
+    except ValueError:
+        return False
+    return True
+
+
+@dataclass
+class Transport:
+    """Runs one logical request through budget, retries and breaker. Thread-safe."""
+
+    budget: RateBudget
+    retry: RetryPolicy
+    breaker: CircuitBreaker
+    timeout_s: float
+    transient_errors: tuple[type[BaseException], ...]
+    json_body: bool = False  # a 200 whose body is not JSON (cut connection, proxy page) is transient
+    stats: RequestStats = field(default_factory=RequestStats)
+    sleep: Callable[[float], None] = time.sleep
+
+    def send(self, do_request: Callable[[float], Any]) -> Any:
+        """Call `do_request(timeout)` until it succeeds, fails permanently, or retries run out."""
+        for attempt in range(self.retry.max_retries + 1):
+            self.breaker.check()
+            last = attempt == self.retry.max_retries
+            try:
+                with self.budget.request():
+                    self.stats.requests += 1
+                    response = do_request(self.timeout_s)
+            except self.transient_errors:
+                self.breaker.record(False)
+                if last:
+                    raise
+                self._pause(self.retry.backoff(attempt))
+                continue
+            status = int(response.status_code)
+            if status == 200 and self.json_body and not _is_json(response):
+                self.breaker.record(False)
+                if last:
+                    return response  # the client raises its own decoding error
+                self._pause(self.retry.backoff(attempt))
+                continue
+            if status not in TRANSIENT_STATUS:
+                self.breaker.record(status < 500)
+                return response
+            self.breaker.record(False)
+            if last:
+                return response  # the client raises its own error with the provider's message
+            wait = server_wait_s(response.headers) if status == 429 else None
+            self.stats.throttled += status == 429
+            self._pause(wait + random.uniform(0, 0.25) if wait is not None else self.retry.backoff(attempt))
+        raise AssertionError("unreachable")
+
+    def _pause(self, seconds: float) -> None:
+        self.stats.retried += 1
+        self.stats.waited_s += seconds
+        self.sleep(seconds)
