@@ -60,7 +60,9 @@ class HttpProviderResource(BarProviderResource):
     max_retries: int = Field(default=5, ge=0, description="For 429, 5xx, timeouts and cut connections.")
     max_backoff_s: float = Field(default=60.0, gt=0)
     breaker_threshold: int = Field(
-        default=5, ge=1, description="Consecutive failed requests that stop a run."
+        default=10,
+        ge=1,
+        description="Consecutive failed attempts (5xx, timeouts, bad bodies) that stop a run.",
     )
     budget_dir: str | None = Field(default=None, description="Default: <DAGSTER_HOME>/rate_budgets.")
     _root: Path | None = PrivateAttr(default=None)

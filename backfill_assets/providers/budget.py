@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from pyrate_limiter import Duration, Limiter, Rate, SQLiteBucket
+from pyrate_limiter import Limiter, Rate, SQLiteBucket
 
 
 class BudgetExhaustedError(TimeoutError):
@@ -46,7 +46,7 @@ class RateBudget:
         self.max_wait_s = max_wait_s
         window_ms = int(60_000 + margin_s * 1000)
         bucket = SQLiteBucket.init_from_file(
-            [Rate(requests_per_minute, Duration(window_ms))],
+            [Rate(requests_per_minute, window_ms)],
             table=f"budget_{provider}_{requests_per_minute}",
             db_path=str(directory / f"{provider}.rate.sqlite"),
             use_file_lock=True,

@@ -22,7 +22,10 @@ TRANSIENT_STATUS = frozenset({429, 500, 502, 503, 504})
 
 
 class CircuitOpenError(ProviderError):
-    """The provider kept failing; requests are refused until the cool-down ends."""
+    """The provider kept failing: the run stops instead of hammering it (permanent for this run)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, permanent=True)
 
 
 class Response(Protocol):
@@ -59,31 +62,35 @@ def server_wait_s(headers: Mapping[str, str], now: float | None = None) -> float
 
 @dataclass
 class CircuitBreaker:
-    """Opens after `threshold` consecutive failed requests (retries exhausted); half-opens after cool-down."""
+    """Opens after `threshold` consecutive failed attempts (5xx, timeouts, cut connections, unreadable
+    bodies) across all requests of a run. 429s are the budget's business and do not count."""
 
     provider: str
-    threshold: int = 5
-    cooldown_s: float = 60.0
+    threshold: int = 10
     _failures: int = 0
-    _opened_at: float | None = None
+    _open: bool = False
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def check(self) -> None:
-        with self._lock:
-            if self._opened_at is not None and time.monotonic() - self._opened_at < self.cooldown_s:
-                raise CircuitOpenError(
-                    f"{self.provider}: circuit open after {self._failures} consecutive failed requests; "
-                    f"not calling the provider for {self.cooldown_s:.0f} s"
-                )
+        if self._open:
+            raise CircuitOpenError(
+                f"{self.provider}: circuit open after {self._failures} consecutive failed requests; "
+                "this run sends nothing more"
+            )
 
-    def record(self, ok: bool) -> None:
+    def record(self, ok: bool, cause: str = "") -> None:
+        """Count an attempt; raise CircuitOpenError when this failure is the one that opens the circuit."""
         with self._lock:
             if ok:
-                self._failures, self._opened_at = 0, None
-            else:
-                self._failures += 1
-                if self._failures >= self.threshold:
-                    self._opened_at = time.monotonic()
+                self._failures = 0
+                return
+            self._failures += 1
+            self._open = self._failures >= self.threshold
+        if self._open:
+            raise CircuitOpenError(
+                f"{self.provider}: circuit open after {self._failures} consecutive failed requests "
+                f"(last: {cause}); stopping this run instead of hammering the provider"
+            )
 
 
 @dataclass
@@ -126,23 +133,24 @@ class Transport:
                 with self.budget.request():
                     self.stats.requests += 1
                     response = do_request(self.timeout_s)
-            except self.transient_errors:
-                self.breaker.record(False)
+            except self.transient_errors as exc:
+                self.breaker.record(False, f"{type(exc).__name__}: {exc}"[:200])
                 if last:
                     raise
                 self._pause(self.retry.backoff(attempt))
                 continue
             status = int(response.status_code)
             if status == 200 and self.json_body and not _is_json(response):
-                self.breaker.record(False)
+                self.breaker.record(False, "HTTP 200 with a body that is not JSON")
                 if last:
                     return response  # the client raises its own decoding error
                 self._pause(self.retry.backoff(attempt))
                 continue
             if status not in TRANSIENT_STATUS:
-                self.breaker.record(status < 500)
+                self.breaker.record(True)
                 return response
-            self.breaker.record(False)
+            if status != 429:
+                self.breaker.record(False, f"HTTP {status}")
             if last:
                 return response  # the client raises its own error with the provider's message
             wait = server_wait_s(response.headers) if status == 429 else None

@@ -206,7 +206,8 @@ def _split_event(day: dt.date, ratio: float) -> tuple[int, dict[str, Any]]:
 
 
 class _FixedWindow:
-    """One fixed window over all API requests; rejected requests count too, as on Yahoo's edge."""
+    """One fixed window over all API requests. Rejected requests count too, so a client hammering
+    through 429s stays limited until the window ends (Yahoo publishes no rules: the strict reading)."""
 
     def __init__(self) -> None:
         self.end, self.count = 0.0, 0

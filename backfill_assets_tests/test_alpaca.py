@@ -1,0 +1,178 @@
+"""Alpaca through alpaca-py and real Dagster runs, against the local Alpaca server on loopback."""
+
+import datetime as dt
+from collections.abc import Iterator
+from pathlib import Path
+
+import dagster as dg
+import pandas as pd
+import pytest
+
+from backfill_assets.calendar import TradingCalendar
+from backfill_assets.defs.bars import bars
+from backfill_assets.defs.providers import AlpacaProviderResource
+from backfill_assets.defs.resources import BarStoreResource
+from backfill_assets.providers.base import BarRequest
+from backfill_assets.providers.synthetic import SyntheticProvider
+from backfill_assets.storage.duckdb_store import DuckDBBarStore
+from backfill_assets.timeframes import TIMEFRAMES
+from backfill_assets_tests.servers.alpaca import AlpacaServer, AlpacaServerConfig, running_alpaca
+
+D = dt.date
+KEY, SECRET = "PKTESTKEY0123456789", "SECRETtest0123456789abcdef"
+RANGE_START, RANGE_END = "dagster/asset_partition_range_start", "dagster/asset_partition_range_end"
+VALUES = ["ticker", "ts", "open", "high", "low", "close", "volume", "trade_count", "vwap"]
+
+
+@pytest.fixture
+def alpaca() -> Iterator[AlpacaServer]:
+    with running_alpaca(AlpacaServerConfig(api_key=KEY, secret_key=SECRET)) as server:
+        yield server
+
+
+def run_bars(
+    instance: dg.DagsterInstance, server: AlpacaServer, db_path: Path, tags: dict[str, str], **config: object
+) -> dg.ExecuteInProcessResult:
+    provider = AlpacaProviderResource(
+        **{"api_key": KEY, "secret_key": SECRET, "base_url": server.url, "max_backoff_s": 2.0, **config}
+    )
+    return dg.materialize(
+        [bars],
+        instance=instance,
+        resources={"bar_provider": provider, "bar_store": BarStoreResource(duckdb_path=str(db_path))},
+        tags=tags,
+        raise_on_error=False,
+    )
+
+
+def expected(
+    calendar: TradingCalendar, tickers: tuple[str, ...], days: tuple[dt.date, ...], tf: str
+) -> pd.DataFrame:
+    frame = SyntheticProvider(calendar).fetch(BarRequest(tickers, days, TIMEFRAMES[tf])).bars
+    return frame.sort_values(["ticker", "ts"], ignore_index=True)
+
+
+def test_minute_bars_paginate_across_symbols_and_match_the_server(
+    instance: dg.DagsterInstance, alpaca: AlpacaServer, db_path: Path, calendar: TradingCalendar
+) -> None:
+    alpaca.configure(max_page_size=500)  # 3 tickers x 390 bars -> pages that cut through symbols
+    result = run_bars(
+        instance, alpaca, db_path, {RANGE_START: "2024-03-05|AAPL", RANGE_END: "2024-03-05|NVDA"}
+    )
+    assert result.success
+    stored = DuckDBBarStore(db_path).read_bars()
+    pd.testing.assert_frame_equal(
+        stored[VALUES], expected(calendar, ("AAPL", "MSFT", "NVDA"), (D(2024, 3, 5),), "1Min")[VALUES]
+    )
+    assert alpaca.count(status=200, path="/v2/stocks/bars") == 3  # ceil(1170 / 500) pages, one request
+    assert set(stored["provider"]) == {"alpaca"} and set(stored["adjustment"]) == {"raw"}
+    (mat, *_) = result.asset_materializations_for_node("bars")
+    assert mat.metadata["http_requests"].value == 3 and mat.metadata["http_429"].value == 0
+
+
+def test_daily_bars_keep_the_last_session_of_the_range(
+    instance: dg.DagsterInstance, alpaca: AlpacaServer, db_path: Path, calendar: TradingCalendar
+) -> None:
+    tags = {RANGE_START: "2024-01-02|MSFT", RANGE_END: "2024-01-05|MSFT"}
+    assert run_bars(instance, alpaca, db_path, tags, timeframe="1Day").success
+    stored = DuckDBBarStore(db_path).read_bars()
+    assert list(stored["session_date"]) == [D(2024, 1, 2), D(2024, 1, 3), D(2024, 1, 4), D(2024, 1, 5)]
+    days = tuple(calendar.sessions_in(D(2024, 1, 2), D(2024, 1, 5)))
+    pd.testing.assert_frame_equal(stored[VALUES], expected(calendar, ("MSFT",), days, "1Day")[VALUES])
+
+
+def test_split_adjustment_is_applied_and_recorded(
+    instance: dg.DagsterInstance, alpaca: AlpacaServer, db_path: Path, calendar: TradingCalendar
+) -> None:
+    alpaca.configure(splits={"NVDA": (D(2024, 6, 10), 10.0)})
+    tags = {RANGE_START: "2024-06-06|NVDA", RANGE_END: "2024-06-11|NVDA"}
+    assert run_bars(instance, alpaca, db_path, tags, timeframe="1Day", adjustment="split").success
+    stored = DuckDBBarStore(db_path).read_bars()
+    raw = expected(calendar, ("NVDA",), tuple(calendar.sessions_in(D(2024, 6, 6), D(2024, 6, 11))), "1Day")
+    before = stored["session_date"] < D(2024, 6, 10)
+    assert (
+        stored.loc[before, "close"].to_numpy()
+        == (raw.loc[before.to_numpy(), "close"] / 10).round(4).to_numpy()
+    ).all()
+    assert (stored.loc[~before, "close"].to_numpy() == raw.loc[~before.to_numpy(), "close"].to_numpy()).all()
+    assert set(stored["adjustment"]) == {"split"}
+
+
+def test_unknown_symbol_fails_alone(
+    instance: dg.DagsterInstance, alpaca: AlpacaServer, db_path: Path
+) -> None:
+    alpaca.configure(unknown_symbols=frozenset({"ZZZZ"}))
+    instance.add_dynamic_partitions("tickers", ["ZZZZ", "TSLA"])
+    result = run_bars(
+        instance, alpaca, db_path, {RANGE_START: "2024-03-05|NVDA", RANGE_END: "2024-03-05|TSLA"}
+    )
+    assert not result.success
+    failure = result.get_step_failure_events()[0].step_failure_data.error
+    assert failure is not None and "alpaca returned no bars for ZZZZ" in failure.to_string()
+    materialized = instance.get_materialized_partitions(dg.AssetKey("bars"))
+    assert materialized == {"2024-03-05|NVDA", "2024-03-05|TSLA"}
+    assert DuckDBBarStore(db_path).read_bars().groupby("ticker").size().to_dict() == {
+        "NVDA": 390,
+        "TSLA": 390,
+    }
+
+
+def test_bad_credentials_fail_once_clearly_and_write_nothing(
+    instance: dg.DagsterInstance, alpaca: AlpacaServer, db_path: Path
+) -> None:
+    tags = {RANGE_START: "2024-03-05|AAPL", RANGE_END: "2024-03-05|MSFT"}
+    result = run_bars(instance, alpaca, db_path, tags, secret_key="wrong-secret")
+    assert not result.success
+    failure = result.get_step_failure_events()[0].step_failure_data.error
+    assert (
+        failure is not None
+        and "HTTP 401" in failure.to_string()
+        and "AAPL,MSFT 2024-03-05" in failure.to_string()
+    )
+    assert alpaca.count() == 1  # permanent: no retry, no step retry
+    assert not db_path.exists()
+
+
+@pytest.mark.parametrize(
+    "faults",
+    [[429, 429, 429], [500, 502, 503, 504], ["malformed", "truncated"], ["reset", "reset"], ["slow", "slow"]],
+    ids=["429-burst", "5xx-burst", "malformed-json", "connection-reset", "timeouts"],
+)
+def test_transient_faults_are_absorbed(
+    instance: dg.DagsterInstance, alpaca: AlpacaServer, db_path: Path, faults: list[object]
+) -> None:
+    alpaca.configure(faults=list(faults), slow_s=3.0)
+    tags = {RANGE_START: "2024-03-05|AAPL", RANGE_END: "2024-03-07|AAPL"}
+    result = run_bars(instance, alpaca, db_path, tags, timeout_s=1.0, max_retries=6)
+    assert result.success
+    assert len(DuckDBBarStore(db_path).read_bars()) == 3 * 390
+    (mat, *_) = result.asset_materializations_for_node("bars")
+    assert mat.metadata["http_retries"].value == len(faults)
+
+
+def test_thirty_percent_429s_are_absorbed(
+    instance: dg.DagsterInstance, alpaca: AlpacaServer, db_path: Path
+) -> None:
+    alpaca.configure(fault_rate=0.3, fault_kind=429, max_page_size=390)
+    tags = {RANGE_START: "2024-03-04|MSFT", RANGE_END: "2024-03-15|MSFT"}  # 10 sessions, 10 pages
+    result = run_bars(instance, alpaca, db_path, tags, max_retries=10)
+    assert result.success
+    assert alpaca.count(status=429) > 0 and alpaca.count(status=200) == 10
+    assert len(DuckDBBarStore(db_path).read_bars()) == 10 * 390
+
+
+def test_persistent_failure_trips_the_breaker_and_writes_nothing(
+    instance: dg.DagsterInstance, alpaca: AlpacaServer, db_path: Path
+) -> None:
+    alpaca.configure(fault_rate=1.0, fault_kind="malformed")
+    tags = {RANGE_START: "2024-03-05|AAPL", RANGE_END: "2024-03-05|AAPL"}
+    result = run_bars(instance, alpaca, db_path, tags, max_retries=2, breaker_threshold=3)
+    assert not result.success
+    errors = " ".join(
+        e.step_failure_data.error.to_string()
+        for e in result.get_step_failure_events()
+        if e.step_failure_data.error
+    )
+    assert "circuit open after 3 consecutive failed requests" in errors and "not JSON" in errors
+    assert alpaca.count() == 3  # the open circuit is permanent for the run: no step retry sends more
+    assert not db_path.exists()
