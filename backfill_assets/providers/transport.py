@@ -52,8 +52,11 @@ def server_wait_s(headers: Mapping[str, str], now: float | None = None) -> float
     if retry_after:
         if retry_after.strip().isdigit():
             return float(retry_after)
-        parsed = email.utils.parsedate_to_datetime(retry_after)
-        return max(0.0, parsed.timestamp() - now) if parsed else None
+        try:
+            parsed = email.utils.parsedate_to_datetime(retry_after)
+        except (TypeError, ValueError):  # an unreadable hint: fall back to our own backoff
+            return None
+        return max(0.0, parsed.timestamp() - now)
     reset = headers.get("X-RateLimit-Reset") or headers.get("X-Ratelimit-Reset")
     if reset and reset.strip().replace(".", "", 1).isdigit():
         return max(0.0, float(reset) - now)

@@ -1,0 +1,78 @@
+"""The HTTP policy's parts: server wait hints, backoff bounds, the breaker, budget slots across processes."""
+
+import email.utils
+import multiprocessing
+import time
+from pathlib import Path
+
+import pytest
+
+from backfill_assets.providers.budget import RateBudget
+from backfill_assets.providers.transport import CircuitBreaker, CircuitOpenError, RetryPolicy, server_wait_s
+
+
+@pytest.mark.parametrize(
+    ("headers", "wait"),
+    [
+        ({"Retry-After": "7"}, 7.0),
+        ({"Retry-After": email.utils.formatdate(1_000_030, usegmt=True)}, 30.0),
+        ({"X-RateLimit-Reset": "1000042"}, 42.0),
+        ({"X-RateLimit-Reset": "999000"}, 0.0),  # already past: go now
+        ({"Retry-After": "soon"}, None),
+        ({}, None),
+    ],
+    ids=["seconds", "http-date", "reset-epoch", "reset-past", "garbage", "none"],
+)
+def test_server_wait_hints(headers: dict[str, str], wait: float | None) -> None:
+    assert server_wait_s(headers, now=1_000_000.0) == wait
+
+
+def test_backoff_is_bounded_and_jittered() -> None:
+    policy = RetryPolicy(max_retries=10, base_delay_s=0.5, max_delay_s=4.0)
+    delays = [policy.backoff(attempt) for attempt in range(10) for _ in range(50)]
+    assert all(0 <= d <= 4.0 for d in delays)
+    assert len({round(d, 6) for d in delays}) > 400  # full jitter: runs never retry in lockstep
+
+
+def test_breaker_opens_on_consecutive_failures_only() -> None:
+    breaker = CircuitBreaker("alpaca", threshold=3)
+    breaker.record(False, "HTTP 500")
+    breaker.record(True)  # a success resets the count
+    breaker.record(False, "HTTP 502")
+    breaker.record(False, "HTTP 503")
+    with pytest.raises(
+        CircuitOpenError, match=r"after 3 consecutive failed requests \(last: HTTP 504\)"
+    ) as info:
+        breaker.record(False, "HTTP 504")
+    assert info.value.permanent
+    with pytest.raises(CircuitOpenError, match="sends nothing more"):
+        breaker.check()
+
+
+@pytest.mark.parametrize(("rpm", "slots", "name"), [(0, 1, "requests_per_minute"), (10, 0, "max_concurrent")])
+def test_budget_rejects_impossible_values(tmp_path: Path, rpm: int, slots: int, name: str) -> None:
+    with pytest.raises(ValueError, match=f"{name}.* got 0"):
+        RateBudget("alpaca", tmp_path, rpm, slots)
+
+
+def _hold_a_slot(directory: str, out: "multiprocessing.Queue[tuple[float, float]]") -> None:
+    budget = RateBudget("alpaca", Path(directory), requests_per_minute=100, max_concurrent=2)
+    with budget.request():
+        start = time.monotonic()
+        time.sleep(0.4)
+        out.put((start, time.monotonic()))
+
+
+def test_concurrent_requests_are_capped_across_processes(tmp_path: Path) -> None:
+    ctx = multiprocessing.get_context("spawn")
+    out: multiprocessing.Queue[tuple[float, float]] = ctx.Queue()
+    procs = [ctx.Process(target=_hold_a_slot, args=(str(tmp_path), out)) for _ in range(5)]
+    for proc in procs:
+        proc.start()
+    spans = [out.get(timeout=60) for _ in procs]
+    for proc in procs:
+        proc.join(timeout=30)
+        assert proc.exitcode == 0
+    edges = sorted([(s, 1) for s, _ in spans] + [(e, -1) for _, e in spans])
+    in_flight = [sum(d for _, d in edges[: i + 1]) for i in range(len(edges))]
+    assert max(in_flight) == 2  # five processes, two slots: never more than two requests in flight
