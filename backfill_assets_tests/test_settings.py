@@ -59,9 +59,18 @@ def test_load_settings_universe_from_env_and_file(tmp_path: Path) -> None:
         ({"BACKFILL_START_DATE": "01/02/2024"}, "BACKFILL_START_DATE='01/02/2024' is not an ISO date"),
         ({"BACKFILL_PROVIDER": "bloomberg"}, "BACKFILL_PROVIDER='bloomberg'"),
         ({"BACKFILL_UNIVERSE_FILE": "/nonexistent/u.txt"}, "cannot be read"),
+        ({"BACKFILL_REQUESTS_PER_MINUTE": "-5"}, "BACKFILL_REQUESTS_PER_MINUTE='-5' must be a whole number"),
+        ({"BACKFILL_MAX_CONCURRENT_REQUESTS": "0"}, "BACKFILL_MAX_CONCURRENT_REQUESTS='0' must be"),
     ],
 )
 def test_load_settings_rejects_bad_values(env: dict[str, str], message: str) -> None:
     with pytest.raises(SettingsError) as info:
         load_settings(env, today=TODAY)
     assert message in str(info.value)
+
+
+def test_budget_overrides_and_provider_pool() -> None:
+    env = {"BACKFILL_PROVIDER": "alpaca", "BACKFILL_REQUESTS_PER_MINUTE": "120"}
+    settings = load_settings(env, today=TODAY)
+    assert settings.requests_per_minute == 120 and settings.max_concurrent_requests is None
+    assert settings.pool == "alpaca_api"
