@@ -31,6 +31,21 @@ def synthetic(calendar: TradingCalendar) -> SyntheticProvider:
     return SyntheticProvider(calendar)
 
 
+@pytest.fixture(scope="session")
+def postgres_url() -> str:
+    """The test Postgres server from BACKFILL_TEST_POSTGRES_URL (CI sets it: there, tests must run)."""
+    url = os.environ.get("BACKFILL_TEST_POSTGRES_URL")
+    if not url:
+        pytest.skip("BACKFILL_TEST_POSTGRES_URL is not set: no Postgres server to test against")
+    import psycopg
+
+    try:
+        psycopg.connect(url, connect_timeout=5).close()
+    except psycopg.OperationalError as exc:
+        pytest.fail(f"BACKFILL_TEST_POSTGRES_URL is set but the server is unreachable: {exc}")
+    return url
+
+
 @pytest.fixture
 def db_path(tmp_path: Path) -> Path:
     return tmp_path / "market.duckdb"

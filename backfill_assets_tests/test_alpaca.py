@@ -1,12 +1,15 @@
 """Alpaca through alpaca-py and real Dagster runs, against the local Alpaca server on loopback."""
 
 import datetime as dt
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
 import dagster as dg
 import pandas as pd
+import psycopg
 import pytest
+from psycopg import sql
 
 from backfill_assets.calendar import TradingCalendar
 from backfill_assets.defs.bars import bars
@@ -176,3 +179,23 @@ def test_persistent_failure_trips_the_breaker_and_writes_nothing(
     assert "circuit open after 3 consecutive failed requests" in errors and "not JSON" in errors
     assert alpaca.count() == 3  # the open circuit is permanent for the run: no step retry sends more
     assert not db_path.exists()
+
+
+def test_budget_lives_in_postgres_when_asked(
+    instance: dg.DagsterInstance, alpaca: AlpacaServer, db_path: Path, postgres_url: str
+) -> None:
+    rpm = 9000 + os.getpid() % 997  # a bucket table of this test's own: budget_alpaca_<rpm>
+    table = f"ratelimit___budget_alpaca_{rpm}"
+    tags = {RANGE_START: "2024-03-05|AAPL", RANGE_END: "2024-03-07|AAPL"}
+    alpaca.configure(max_page_size=390)
+    try:
+        result = run_bars(
+            instance, alpaca, db_path, tags, budget_postgres_url=postgres_url, requests_per_minute=rpm
+        )
+        assert result.success
+        with psycopg.connect(postgres_url) as conn:
+            row = conn.execute(sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(table))).fetchone()
+        assert row is not None and row[0] == alpaca.count() == 3  # one token per HTTP request
+    finally:
+        with psycopg.connect(postgres_url, autocommit=True) as conn:
+            conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(sql.Identifier(table)))

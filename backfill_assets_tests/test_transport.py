@@ -3,11 +3,15 @@
 import email.utils
 import multiprocessing
 import time
+import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
+import psycopg
 import pytest
+from psycopg import sql
 
-from backfill_assets.providers.budget import RateBudget
+from backfill_assets.providers.budget import BudgetExhaustedError, RateBudget
 from backfill_assets.providers.transport import CircuitBreaker, CircuitOpenError, RetryPolicy, server_wait_s
 
 
@@ -55,18 +59,65 @@ def test_budget_rejects_impossible_values(tmp_path: Path, rpm: int, slots: int, 
         RateBudget("alpaca", tmp_path, rpm, slots)
 
 
-def _hold_a_slot(directory: str, out: "multiprocessing.Queue[tuple[float, float]]") -> None:
-    budget = RateBudget("alpaca", Path(directory), requests_per_minute=100, max_concurrent=2)
+@pytest.fixture(params=["files", "postgres"])
+def budget_home(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[str, str | None]]:
+    """Where budgets live: a directory, or a Postgres database (and a provider name of its own)."""
+    provider = f"p{uuid.uuid4().hex[:12]}"
+    if request.param == "files":
+        yield str(tmp_path), None
+        return
+    url = request.getfixturevalue("postgres_url")
+    yield provider, url
+    with psycopg.connect(url, autocommit=True) as conn:
+        for (table,) in conn.execute(
+            "SELECT tablename FROM pg_tables WHERE tablename LIKE %s", (f"%{provider}%",)
+        ):
+            conn.execute(sql.SQL("DROP TABLE {}").format(sql.Identifier(table)))
+
+
+def _budget(home: tuple[str, str | None], rpm: int, slots: int, wait_s: float = 600.0) -> RateBudget:
+    where, url = home
+    if url is None:
+        return RateBudget("alpaca", Path(where), rpm, slots, max_wait_s=wait_s)
+    return RateBudget(where, Path("unused"), rpm, slots, postgres_url=url, max_wait_s=wait_s)
+
+
+def _spend_tokens(home: tuple[str, str | None], out: "multiprocessing.Queue[int]") -> None:
+    budget = _budget(home, rpm=5, slots=3, wait_s=3.0)
+    spent = 0
+    for _ in range(3):
+        try:
+            with budget.request():
+                spent += 1
+        except BudgetExhaustedError:
+            pass
+    out.put(spent)
+
+
+def test_three_processes_share_one_minute_budget(budget_home: tuple[str, str | None]) -> None:
+    ctx = multiprocessing.get_context("spawn")
+    out: multiprocessing.Queue[int] = ctx.Queue()
+    procs = [ctx.Process(target=_spend_tokens, args=(budget_home, out)) for _ in range(3)]
+    for proc in procs:
+        proc.start()
+    spent = [out.get(timeout=120) for _ in procs]
+    for proc in procs:
+        proc.join(timeout=30)
+    assert sum(spent) == 5  # nine wanted, five per minute for all of them; the rest timed out
+
+
+def _hold_a_slot(home: tuple[str, str | None], out: "multiprocessing.Queue[tuple[float, float]]") -> None:
+    budget = _budget(home, rpm=100, slots=2)
     with budget.request():
         start = time.monotonic()
         time.sleep(0.4)
         out.put((start, time.monotonic()))
 
 
-def test_concurrent_requests_are_capped_across_processes(tmp_path: Path) -> None:
+def test_concurrent_requests_are_capped_across_processes(budget_home: tuple[str, str | None]) -> None:
     ctx = multiprocessing.get_context("spawn")
     out: multiprocessing.Queue[tuple[float, float]] = ctx.Queue()
-    procs = [ctx.Process(target=_hold_a_slot, args=(str(tmp_path), out)) for _ in range(5)]
+    procs = [ctx.Process(target=_hold_a_slot, args=(budget_home, out)) for _ in range(5)]
     for proc in procs:
         proc.start()
     spans = [out.get(timeout=60) for _ in procs]

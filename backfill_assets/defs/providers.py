@@ -1,7 +1,8 @@
 """Provider resources: one per provider, each with its API budget and HTTP policy as typed config.
 
 The budget (`requests_per_minute`, `max_concurrent_requests`) is shared by every run and process of
-the Dagster instance: its files live in `<DAGSTER_HOME>/rate_budgets/` unless `budget_dir` is set.
+the Dagster instance: in the instance's Postgres database when its storage is Postgres (or at
+`budget_postgres_url`), else in files under `<DAGSTER_HOME>/rate_budgets/` (or `budget_dir`).
 """
 
 import tempfile
@@ -16,7 +17,7 @@ from pydantic import Field, PrivateAttr
 from backfill_assets.calendar import TradingCalendar
 from backfill_assets.providers.alpaca import DEFAULT_URL, AlpacaProvider
 from backfill_assets.providers.base import BarProvider
-from backfill_assets.providers.budget import RateBudget
+from backfill_assets.providers.budget import RateBudget, shared_budget
 from backfill_assets.providers.sessions import BudgetedCurlSession, BudgetedSession
 from backfill_assets.providers.synthetic import SyntheticProvider
 from backfill_assets.providers.transport import CircuitBreaker, RequestStats, RetryPolicy, Transport
@@ -65,7 +66,11 @@ class HttpProviderResource(BarProviderResource):
         description="Consecutive failed attempts (5xx, timeouts, bad bodies) that stop a run.",
     )
     budget_dir: str | None = Field(default=None, description="Default: <DAGSTER_HOME>/rate_budgets.")
+    budget_postgres_url: str | None = Field(
+        default=None, description="Share the budget in Postgres. Default: the instance's, if Postgres."
+    )
     _root: Path | None = PrivateAttr(default=None)
+    _instance_postgres_url: str | None = PrivateAttr(default=None)
     _transport: Transport | None = PrivateAttr(default=None)
 
     @property
@@ -76,12 +81,21 @@ class HttpProviderResource(BarProviderResource):
     def setup_for_execution(self, context: dg.InitResourceContext) -> None:
         if context.instance is not None:
             self._root = Path(context.instance.root_directory)
+            # dagster-postgres' run storage exposes its URL; other storages have none.
+            url = getattr(context.instance.run_storage, "postgres_url", None)
+            if isinstance(url, str):
+                self._instance_postgres_url = url.replace("postgresql+psycopg2://", "postgresql://", 1)
 
     def budget(self) -> RateBudget:
         root = self._root or Path(tempfile.gettempdir())  # no instance: one budget per machine
         directory = Path(self.budget_dir) if self.budget_dir else root / "rate_budgets"
-        return RateBudget(
-            self.provider_name, directory, self.requests_per_minute, self.max_concurrent_requests
+        postgres_url = self.budget_postgres_url or self._instance_postgres_url
+        return shared_budget(
+            self.provider_name,
+            directory,
+            self.requests_per_minute,
+            self.max_concurrent_requests,
+            postgres_url,
         )
 
     def transport(self, transient: tuple[type[BaseException], ...], json_body: bool) -> Transport:

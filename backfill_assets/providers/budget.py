@@ -1,27 +1,77 @@
-"""The API budget shared by every run and process on one machine: requests per minute and in flight.
+"""The API budget shared by every run and process of an instance: requests per minute and in flight.
 
-Requests/minute: pyrate-limiter's SQLite bucket (a sliding-window log in one SQLite file, guarded by
-a file lock), so N concurrent runs together never exceed the budget. In-flight requests: N flock'd
-slot files; the kernel frees a slot when its holder dies, so a killed run never leaks one.
+Requests/minute is a pyrate-limiter sliding-window log: a SQLite file guarded by a file lock on one
+machine, or a Postgres table when the instance runs on Postgres (runs on several machines share it).
+In-flight requests are slots: flock'd files, or Postgres session advisory locks. Either way the
+operating system or the server frees the slot of a run that dies, so a killed run never leaks one.
 """
 
 import fcntl
+import hashlib
 import os
 import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from functools import lru_cache
 from pathlib import Path
+from typing import Any, Protocol
 
-from pyrate_limiter import Limiter, Rate, SQLiteBucket
+from psycopg_pool import ConnectionPool
+from pyrate_limiter import AbstractBucket, Limiter, PostgresBucket, Rate, SQLiteBucket
 
 
 class BudgetExhaustedError(TimeoutError):
     """Waited longer than allowed for a request token or a concurrency slot."""
 
 
+class _Slots(Protocol):
+    def try_take(self, index: int) -> object | None: ...
+    def give_back(self, handle: object) -> None: ...
+
+
+class _FileSlots:
+    def __init__(self, directory: Path, provider: str) -> None:
+        self._paths = directory / provider
+
+    def try_take(self, index: int) -> object | None:
+        fd = os.open(f"{self._paths}.slot{index}.lock", os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            return None
+        return fd
+
+    def give_back(self, handle: object) -> None:
+        os.close(handle)  # type: ignore[arg-type]  # closing the file releases the flock
+
+
+class _PostgresSlots:
+    def __init__(self, pool: ConnectionPool, provider: str) -> None:
+        self._pool, self._provider = pool, provider
+
+    def _key(self, index: int) -> int:
+        digest = hashlib.sha256(f"backfill_assets/{self._provider}/slot{index}".encode()).digest()
+        return int.from_bytes(digest[:8], "big", signed=True)
+
+    def try_take(self, index: int) -> object | None:
+        conn = self._pool.getconn()
+        row = conn.execute("SELECT pg_try_advisory_lock(%s)", (self._key(index),)).fetchone()
+        if row and row[0]:
+            return (conn, index)
+        self._pool.putconn(conn)
+        return None
+
+    def give_back(self, handle: Any) -> None:
+        conn, index = handle
+        conn.execute("SELECT pg_advisory_unlock(%s)", (self._key(index),))
+        self._pool.putconn(conn)
+
+
 class RateBudget:
-    """`requests_per_minute` for one provider, shared through files in `directory`.
+    """`requests_per_minute` and `max_concurrent` for one provider, shared through `directory` or,
+    given `postgres_url`, through the instance's Postgres database.
 
     The window is padded by `margin_s` so requests admitted at the edge of a minute still arrive
     inside the provider's own window despite network jitter.
@@ -33,6 +83,7 @@ class RateBudget:
         directory: Path,
         requests_per_minute: int,
         max_concurrent: int,
+        postgres_url: str | None = None,
         margin_s: float = 1.0,
         max_wait_s: float = 600.0,
     ) -> None:
@@ -40,19 +91,27 @@ class RateBudget:
             raise ValueError(f"requests_per_minute must be at least 1, got {requests_per_minute}")
         if max_concurrent < 1:
             raise ValueError(f"max_concurrent_requests must be at least 1, got {max_concurrent}")
-        directory.mkdir(parents=True, exist_ok=True)
         self.provider = provider
-        self.requests_per_minute = requests_per_minute
+        self.requests_per_minute, self.max_concurrent = requests_per_minute, max_concurrent
         self.max_wait_s = max_wait_s
-        window_ms = int(60_000 + margin_s * 1000)
-        bucket = SQLiteBucket.init_from_file(
-            [Rate(requests_per_minute, window_ms)],
-            table=f"budget_{provider}_{requests_per_minute}",
-            db_path=str(directory / f"{provider}.rate.sqlite"),
-            use_file_lock=True,
-        )
+        rates = [Rate(requests_per_minute, int(60_000 + margin_s * 1000))]
+        table = f"budget_{provider}_{requests_per_minute}"
+        bucket: AbstractBucket
+        self._slots: _Slots
+        if postgres_url:
+            # Two pools: the bucket locks its table inside transactions; slot locks live on
+            # autocommit sessions held for the length of a request.
+            tokens = ConnectionPool(postgres_url, min_size=1, max_size=2, open=True)
+            slots = ConnectionPool(
+                postgres_url, min_size=1, max_size=max_concurrent, kwargs={"autocommit": True}, open=True
+            )
+            bucket, self._slots = PostgresBucket(tokens, table, rates), _PostgresSlots(slots, provider)
+        else:
+            directory.mkdir(parents=True, exist_ok=True)
+            db_path = str(directory / f"{provider}.rate.sqlite")
+            bucket = SQLiteBucket.init_from_file(rates, table=table, db_path=db_path, use_file_lock=True)
+            self._slots = _FileSlots(directory, provider)
         self._limiter = Limiter(bucket)
-        self._slots = [directory / f"{provider}.slot{i}.lock" for i in range(max_concurrent)]
         self._local = threading.BoundedSemaphore(max_concurrent)
 
     def _acquire_token(self) -> None:
@@ -68,26 +127,24 @@ class RateBudget:
         if not self._local.acquire(timeout=self.max_wait_s):
             raise BudgetExhaustedError(f"{self.provider}: no concurrency slot within {self.max_wait_s:.0f} s")
         try:
-            while True:
-                for path in self._slots:
-                    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-                    try:
-                        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                    except BlockingIOError:
-                        os.close(fd)
-                        continue
-                    try:
-                        yield
-                        return
-                    finally:
-                        os.close(fd)  # releases the flock
+            while (handle := self._take_any()) is None:
                 if time.monotonic() > deadline:
                     raise BudgetExhaustedError(
                         f"{self.provider}: no concurrency slot within {self.max_wait_s:.0f} s"
                     )
                 time.sleep(0.01)
+            try:
+                yield
+            finally:
+                self._slots.give_back(handle)
         finally:
             self._local.release()
+
+    def _take_any(self) -> object | None:
+        for index in range(self.max_concurrent):
+            if (handle := self._slots.try_take(index)) is not None:
+                return handle
+        return None
 
     @contextmanager
     def request(self) -> Iterator[None]:
@@ -95,3 +152,11 @@ class RateBudget:
         with self._slot():
             self._acquire_token()
             yield
+
+
+@lru_cache(maxsize=64)
+def shared_budget(
+    provider: str, directory: Path, requests_per_minute: int, max_concurrent: int, postgres_url: str | None
+) -> RateBudget:
+    """One RateBudget per configuration and process: runs in one process share its connections."""
+    return RateBudget(provider, directory, requests_per_minute, max_concurrent, postgres_url)

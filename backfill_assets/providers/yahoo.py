@@ -126,7 +126,8 @@ class YFinanceProvider:
                 continue
             if bars.empty:
                 failed[ticker] = f"yfinance returned no bars for {ticker} over {span}"
-            frames.append(bars)
+            else:
+                frames.append(bars)
         frame = pd.concat(frames, ignore_index=True) if frames else empty_bars()
         return FetchResult(bars=regular_hours(frame, self.calendar, request.timeframe), failed=failed)
 
@@ -136,11 +137,13 @@ class YFinanceProvider:
         retry = self.session.transport.retry
         for attempt in range(retry.max_retries + 1):
             try:
-                return self._frame(ticker, self._chart(ticker, sessions, interval, span))
+                history = self._chart(ticker, sessions, interval, span)
             except ValueError as exc:  # json.JSONDecodeError, raised bare by yfinance
                 unreadable = f"{type(exc).__name__}: {exc}"
                 # yfinance memoizes answers for past dates process-wide, unreadable ones too.
                 YfData.cache_get.cache_clear()
+            else:
+                return self._frame(ticker, history)
             if attempt < retry.max_retries:
                 time.sleep(retry.backoff(attempt))
         # Permanent like an open circuit: the HTTP layer's retries are spent, the step's would be too.
