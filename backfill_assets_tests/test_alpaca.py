@@ -16,6 +16,7 @@ from backfill_assets.defs.bars import bars
 from backfill_assets.defs.providers import AlpacaProviderResource
 from backfill_assets.defs.resources import BarStoreResource
 from backfill_assets.providers.base import BarRequest
+from backfill_assets.providers.budget import close_shared_budgets
 from backfill_assets.providers.synthetic import SyntheticProvider
 from backfill_assets.storage.duckdb_store import DuckDBBarStore
 from backfill_assets.timeframes import TIMEFRAMES
@@ -197,5 +198,6 @@ def test_budget_lives_in_postgres_when_asked(
             row = conn.execute(sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(table))).fetchone()
         assert row is not None and row[0] == alpaca.count() == 3  # one token per HTTP request
     finally:
+        close_shared_budgets()  # its leak thread would query the table dropped below
         with psycopg.connect(postgres_url, autocommit=True) as conn:
             conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(sql.Identifier(table)))

@@ -11,6 +11,7 @@ from backfill_assets.ingest import IngestReport, ingest
 from backfill_assets.providers.base import ProviderError
 from backfill_assets.settings import get_settings
 from backfill_assets.storage.base import Slice
+from backfill_assets.symbols import InvalidTickerError
 
 
 def partition_key(key: Slice) -> str:
@@ -69,7 +70,10 @@ def bars(
     (ticker, session) slices in one transaction, so re-materializing gives the same rows. Tickers the
     provider does not know fail alone: the other partitions of the run land and show materialized.
     """
-    slices = slices_from_context(context)
+    try:
+        slices = slices_from_context(context)
+    except InvalidTickerError as exc:  # a bad key stays bad: no step retry
+        raise dg.Failure(description=str(exc), allow_retries=False) from None
     store = bar_store.build()
     provider = bar_provider.build(calendar)
     try:

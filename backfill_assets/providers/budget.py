@@ -13,7 +13,6 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from functools import lru_cache
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -112,6 +111,7 @@ class RateBudget:
             bucket = SQLiteBucket.init_from_file(rates, table=table, db_path=db_path, use_file_lock=True)
             self._slots = _FileSlots(directory, provider)
         self._limiter = Limiter(bucket)
+        self._pools = [tokens, slots] if postgres_url else []
         self._local = threading.BoundedSemaphore(max_concurrent)
 
     def _acquire_token(self) -> None:
@@ -146,6 +146,12 @@ class RateBudget:
                 return handle
         return None
 
+    def close(self) -> None:
+        """Stop the limiter's leak thread and close database connections."""
+        self._limiter.close()
+        for pool in self._pools:
+            pool.close()
+
     @contextmanager
     def request(self) -> Iterator[None]:
         """Hold a concurrency slot and spend one request token for the duration of one HTTP request."""
@@ -154,9 +160,24 @@ class RateBudget:
             yield
 
 
-@lru_cache(maxsize=64)
+_SHARED: dict[tuple[str, Path, int, int, str | None], RateBudget] = {}
+_SHARED_LOCK = threading.Lock()
+
+
 def shared_budget(
     provider: str, directory: Path, requests_per_minute: int, max_concurrent: int, postgres_url: str | None
 ) -> RateBudget:
     """One RateBudget per configuration and process: runs in one process share its connections."""
-    return RateBudget(provider, directory, requests_per_minute, max_concurrent, postgres_url)
+    key = (provider, directory, requests_per_minute, max_concurrent, postgres_url)
+    with _SHARED_LOCK:
+        if key not in _SHARED:
+            _SHARED[key] = RateBudget(provider, directory, requests_per_minute, max_concurrent, postgres_url)
+        return _SHARED[key]
+
+
+def close_shared_budgets() -> None:
+    """Stop every shared budget's background work and close its connections."""
+    with _SHARED_LOCK:
+        for budget in _SHARED.values():
+            budget.close()
+        _SHARED.clear()

@@ -1,9 +1,13 @@
 """HTTP sessions handed to the client libraries: every request goes through a Transport.
 
 `rewrite_to` sends every request to another base URL (a proxy, a sandbox, or a test server) while
-keeping path and query, and tells the server the original host in `X-Original-Host`.
+keeping path and query, and tells the server the original host in `X-Original-Host`. Cookies the
+rewritten host sets are mirrored onto the original domain, where the client library looks for them
+(yfinance keeps Yahoo's consent cookie on ".yahoo.com"; without it, it re-fetches one per request).
 """
 
+import copy
+import http.cookiejar
 import urllib.parse
 from typing import Any
 
@@ -27,6 +31,7 @@ class _Budgeted:
 
     transport: Transport
     rewrite_to: str | None
+    cookies: Any  # the Session's
 
     def request(self, method: str, url: str, *args: Any, **kwargs: Any) -> Any:
         target, host = rewrite_url(url, self.rewrite_to)
@@ -37,7 +42,19 @@ class _Budgeted:
         def once(timeout: float) -> Any:
             return send(method, target, *args, **{**kwargs, "timeout": kwargs.get("timeout") or timeout})
 
-        return self.transport.send(once)
+        response = self.transport.send(once)
+        if host:
+            self._mirror_cookies(urllib.parse.urlsplit(target).hostname or "", host)
+        return response
+
+    def _mirror_cookies(self, rewritten: str, original: str) -> None:
+        jar: http.cookiejar.CookieJar = getattr(self.cookies, "jar", self.cookies)  # curl_cffi wraps one
+        domain = "." + ".".join(original.split(".")[-2:])
+        for cookie in list(jar):
+            if cookie.domain == rewritten:
+                mirror = copy.copy(cookie)
+                mirror.domain, mirror.domain_specified, mirror.domain_initial_dot = domain, True, True
+                jar.set_cookie(mirror)
 
 
 class BudgetedSession(_Budgeted, requests.Session):  # type: ignore[misc]
