@@ -22,6 +22,7 @@ class IngestReport:
 
     rows: Mapping[Slice, int]
     failed: Mapping[Slice, str]
+    unlisted: frozenset[Slice]  # sessions before a ticker's first bar: written empty, not holes
     first_ts: pd.Timestamp | None
     last_ts: pd.Timestamp | None
     provider: str
@@ -57,6 +58,28 @@ def plan_requests(
     return sorted(requests, key=lambda r: (r.tickers, r.sessions[0]))
 
 
+def _gaps(
+    request: BarRequest, bars: pd.DataFrame, calendar: TradingCalendar
+) -> tuple[set[Slice], dict[Slice, str]]:
+    """Sessions of `request` without bars, per ticker that has bars: before its first bar the ticker
+    was not listed yet (an empty slice); after it, a hole at the provider (a failed slice)."""
+    have = set(zip(bars["ticker"], session_of(bars["ts"], calendar.tz), strict=True)) if len(bars) else set()
+    unlisted, holes = set(), {}
+    for ticker in {t for t, _ in have}:
+        days = [day for day in request.sessions if (ticker, day) in have]
+        for day in request.sessions:
+            if (ticker, day) in have:
+                continue
+            if day < days[0]:
+                unlisted.add((ticker, day))
+            else:
+                holes[(ticker, day)] = (
+                    f"{ticker} {day}: the provider sent no bars for this session but has bars for "
+                    f"{days[0]}..{days[-1]}; a hole at the provider, not stored as empty"
+                )
+    return unlisted, holes
+
+
 def ingest(
     slices: Iterable[Slice],
     provider: BarProvider,
@@ -66,19 +89,25 @@ def ingest(
 ) -> IngestReport:
     """Fetch every slice, validate all bars, then replace the fetched slices in one store write.
 
-    Slices of tickers the provider does not know are reported in `failed` and left untouched in the
-    store; any other provider or validation error raises before anything is written.
+    Slices of tickers the provider does not know, and sessions missing inside a ticker's data, are
+    reported in `failed` and left untouched in the store; sessions before a ticker's first bar are
+    written empty and reported in `unlisted`. Any other provider or validation error raises before
+    anything is written.
     """
     started = time.monotonic()
     wanted = set(slices)
     requests = plan_requests(wanted, calendar, timeframe)
     frames: list[pd.DataFrame] = []
     failed: dict[Slice, str] = {}
+    unlisted: set[Slice] = set()
     for request in requests:
         result = provider.fetch(request)
         frames.append(result.bars)
         for ticker, reason in result.failed.items():
             failed.update({(ticker, day): reason for day in request.sessions})
+        empty, holes = _gaps(request, result.bars, calendar)
+        unlisted |= empty
+        failed |= holes
     frame = pd.concat(frames, ignore_index=True) if frames else empty_bars()
     written = wanted - failed.keys()
     validate_bars(frame, calendar.tz, written)
@@ -93,6 +122,7 @@ def ingest(
     return IngestReport(
         rows={key: int(counts.get(key, 0)) for key in sorted(written)},
         failed=dict(sorted(failed.items())),
+        unlisted=frozenset(unlisted),
         first_ts=frame["ts"].min() if len(frame) else None,
         last_ts=frame["ts"].max() if len(frame) else None,
         provider=provider.name,

@@ -201,3 +201,17 @@ def test_budget_lives_in_postgres_when_asked(
         close_shared_budgets()  # its leak thread would query the table dropped below
         with psycopg.connect(postgres_url, autocommit=True) as conn:
             conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(sql.Identifier(table)))
+
+
+def test_a_newly_listed_symbol_is_empty_before_its_listing(
+    instance: dg.DagsterInstance, alpaca: AlpacaServer, db_path: Path
+) -> None:
+    alpaca.configure(listed_from={"NVDA": D(2024, 3, 6)})
+    result = run_bars(
+        instance, alpaca, db_path, {RANGE_START: "2024-03-04|NVDA", RANGE_END: "2024-03-07|NVDA"}
+    )
+    assert result.success
+    counts = DuckDBBarStore(db_path).read_bars().groupby("session_date").size().to_dict()
+    assert counts == {D(2024, 3, 6): 390, D(2024, 3, 7): 390}
+    (mat, *_) = result.asset_materializations_for_node("bars")
+    assert mat.metadata["unlisted_partitions"].value == ["2024-03-04|NVDA", "2024-03-05|NVDA"]

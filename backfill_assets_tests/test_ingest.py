@@ -111,3 +111,30 @@ def test_bad_bars_are_named_and_nothing_is_written(
         ingest([("MSFT", D(2024, 1, 3))], TamperedProvider(calendar, tamper), store, calendar, M1)
     assert rule in str(info.value) and "ticker MSFT ts 2024-01-0" in str(info.value)
     pd.testing.assert_frame_equal(before, store.read_bars())
+
+
+class HoleyProvider:
+    """A provider that loses one session of one ticker, as real feeds sometimes do."""
+
+    name, adjustment = "holey", "raw"
+
+    def __init__(self, calendar: TradingCalendar, hole: tuple[str, dt.date]) -> None:
+        self.inner, self.hole, self.tz = SyntheticProvider(calendar), hole, calendar.tz
+
+    def fetch(self, request: BarRequest) -> FetchResult:
+        bars = self.inner.fetch(request).bars
+        day = bars["ts"].dt.tz_convert(self.tz).dt.date
+        return FetchResult(bars[~((bars["ticker"] == self.hole[0]) & (day == self.hole[1]))])
+
+
+def test_a_session_missing_inside_a_tickers_data_is_a_failed_hole(
+    calendar: TradingCalendar, store: DuckDBBarStore
+) -> None:
+    sessions = days(calendar, 4)
+    wanted = [(t, d) for t in ("AAPL", "MSFT") for d in sessions]
+    report = ingest(wanted, HoleyProvider(calendar, ("MSFT", sessions[2])), store, calendar, M1)
+    assert list(report.failed) == [("MSFT", sessions[2])]
+    assert "a hole at the provider" in report.failed[("MSFT", sessions[2])]
+    stored = store.read_bars().groupby(["ticker", "session_date"]).size()
+    assert len(stored) == 7 and ("MSFT", sessions[2]) not in stored.index
+    assert not report.unlisted

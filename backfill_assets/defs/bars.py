@@ -41,6 +41,8 @@ def _metadata(report: IngestReport, where: str, provider: BarProviderResource) -
             "http_retries": stats.retried,
         }
         metadata["http_wait_s"] = round(stats.waited_s, 2)
+    if report.unlisted:
+        metadata["unlisted_partitions"] = dg.MetadataValue.json(sorted(map(partition_key, report.unlisted)))
     if len(rows) == 1:
         metadata["dagster/row_count"] = report.total_rows
     return metadata
@@ -86,6 +88,11 @@ def bars(
         f"wrote {report.total_rows} bars for {len(report.rows)} partition(s) in {report.requests} "
         f"provider request(s), {report.duration_s:.2f} s"
     )
+    if report.unlisted:
+        context.log.warning(
+            f"{len(report.unlisted)} partition(s) precede their ticker's first bar (not listed yet): "
+            "stored empty, see `unlisted_partitions`"
+        )
     metadata = _metadata(report, store.describe(), bar_provider)
     if not report.failed:
         return dg.MaterializeResult(metadata=metadata)
