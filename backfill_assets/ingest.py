@@ -27,6 +27,7 @@ class IngestReport:
     last_ts: pd.Timestamp | None
     provider: str
     timeframe: str
+    adjustment: str
     requests: int
     duration_s: float
 
@@ -127,6 +128,7 @@ def ingest(
         last_ts=frame["ts"].max() if len(frame) else None,
         provider=provider.name,
         timeframe=timeframe.name,
+        adjustment=provider.adjustment,
         requests=len(requests),
         duration_s=time.monotonic() - started,
     )

@@ -72,6 +72,7 @@ def test_minute_bars_paginate_across_symbols_and_match_the_server(
     assert set(stored["provider"]) == {"alpaca"} and set(stored["adjustment"]) == {"raw"}
     (mat, *_) = result.asset_materializations_for_node("bars")
     assert mat.metadata["http_requests"].value == 3 and mat.metadata["http_429"].value == 0
+    assert mat.metadata["feed"].value == "iex" and mat.metadata["adjustment"].value == "raw"
 
 
 def test_daily_bars_keep_the_last_session_of_the_range(

@@ -5,7 +5,11 @@ from typing import Any
 import dagster as dg
 
 from backfill_assets.defs.partitions import bars_partitions, calendar, slices_from_context
-from backfill_assets.defs.providers import BarProviderResource, HttpProviderResource
+from backfill_assets.defs.providers import (
+    AlpacaProviderResource,
+    BarProviderResource,
+    HttpProviderResource,
+)
 from backfill_assets.defs.resources import BarStoreResource
 from backfill_assets.ingest import IngestReport, ingest
 from backfill_assets.providers.base import ProviderError
@@ -29,10 +33,13 @@ def _metadata(report: IngestReport, where: str, provider: BarProviderResource) -
         "last_ts": report.last_ts.isoformat() if report.last_ts is not None else "none",
         "provider": report.provider,
         "timeframe": report.timeframe,
+        "adjustment": report.adjustment,
         "provider_requests": report.requests,
         "duration_s": round(report.duration_s, 3),
         "store": where,
     }
+    if isinstance(provider, AlpacaProviderResource):
+        metadata["feed"] = provider.feed  # rows record provider and adjustment; the feed is here
     if isinstance(provider, HttpProviderResource) and provider.stats is not None:
         stats = provider.stats
         metadata |= {
