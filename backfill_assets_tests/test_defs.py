@@ -13,10 +13,20 @@ def repo() -> dg.Definitions:
 
 def test_assets_and_groups(repo: dg.Definitions) -> None:
     graph = repo.resolve_asset_graph()
-    assert {k.to_user_string() for k in graph.get_all_asset_keys()} == {"bars"}
+    labels = {"labels/enhanced_triple_barrier", "labels/vol_scaled_return", "labels/mfe_mae"}
+    assert {k.to_user_string() for k in graph.get_all_asset_keys()} == {"bars"} | labels
     spec = graph.get(dg.AssetKey("bars"))
     assert spec.group_name == "raw_bars"
     assert spec.backfill_policy == dg.BackfillPolicy.single_run()
+    for key in labels:
+        label = graph.get(dg.AssetKey.from_user_string(key))
+        assert label.group_name == "labels" and label.partitions_def == spec.partitions_def
+        assert dg.AssetKey("bars") in label.parent_keys
+
+
+def test_labels_follow_bars_by_default(repo: dg.Definitions) -> None:
+    sensor = repo.resolve_sensor_def("label_recompute_sensor")
+    assert sensor.default_status == dg.DefaultSensorStatus.RUNNING
 
 
 def test_bars_partitions_are_sessions_by_ticker(repo: dg.Definitions) -> None:

@@ -44,7 +44,7 @@ class DuckDBBarStore:
         return str(self.path)
 
     @contextmanager
-    def _connect(self, *, read_only: bool) -> Iterator[duckdb.DuckDBPyConnection]:
+    def connect(self, *, read_only: bool) -> Iterator[duckdb.DuckDBPyConnection]:
         with file_lock(self.lock_path, shared=read_only, timeout_s=self.lock_timeout_s):
             deadline, delay = time.monotonic() + self.lock_timeout_s, 0.05
             while True:
@@ -71,7 +71,7 @@ class DuckDBBarStore:
         keys = pd.DataFrame(sorted(slices), columns=["ticker", "session_date"])
         rows = frame[list(BARS_COLUMNS)]
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        with self._connect(read_only=False) as con:
+        with self.connect(read_only=False) as con:
             con.register("_slices", keys)
             con.register("_rows", rows)
             con.execute("BEGIN TRANSACTION")
@@ -104,7 +104,7 @@ class DuckDBBarStore:
         if end is not None:
             where.append("session_date <= ?")
             params.append(end)
-        with self._connect(read_only=True) as con:
+        with self.connect(read_only=True) as con:
             tables = con.execute("SELECT table_name FROM duckdb_tables() WHERE table_name = 'bars'")
             if not tables.fetchall():
                 return pd.DataFrame(columns=list(BARS_COLUMNS))

@@ -1,0 +1,96 @@
+"""One asset per configured label set: `labels/<name>`, partitioned like `bars`, in group `labels`.
+
+Each label partition (session D, ticker T) depends on bars of T from D through the sessions its
+horizon can reach (the forward halo, a partition mapping on the date dimension). When bars for a
+later session land, the earlier label partitions whose rows were pending are requested again by the
+automation condition below (Dagster's automation sensor evaluates it).
+"""
+
+from typing import Any
+
+import dagster as dg
+
+from backfill_assets.defs.partitions import DATE, TICKER, bars_partitions, slices_from_context
+from backfill_assets.defs.resources import BarStoreResource
+from backfill_assets.labels.config import LabelSet, load_label_sets
+from backfill_assets.labels.materialize import LabelReport, halo_sessions, materialize_labels
+from backfill_assets.settings import get_settings
+from backfill_assets.storage.duckdb_labels import DuckDBLabelStore
+from backfill_assets.symbols import InvalidTickerError
+
+# Recompute a label partition when any bars partition it reads was updated (new later bars turn
+# pending rows into labels), once nothing it depends on is still running.
+RECOMPUTE = (
+    dg.AutomationCondition.any_deps_updated()
+    & ~dg.AutomationCondition.any_deps_in_progress()
+    & ~dg.AutomationCondition.in_progress()
+).with_label("bars updated")
+
+
+def bars_mapping(label_set: LabelSet) -> dg.PartitionMapping:
+    halo = halo_sessions(label_set, get_settings().timeframe)
+    dates = dg.TimeWindowPartitionMapping(
+        start_offset=0, end_offset=halo, allow_nonexistent_upstream_partitions=True
+    )
+    return dg.MultiPartitionMapping(
+        {
+            DATE: dg.DimensionPartitionMapping(DATE, dates),
+            TICKER: dg.DimensionPartitionMapping(TICKER, dg.IdentityPartitionMapping()),
+        }
+    )
+
+
+def _metadata(report: LabelReport, label_set: LabelSet) -> dict[str, Any]:
+    rows = {f"{day.isoformat()}|{ticker}": n for (ticker, day), n in report.rows.items()}
+    metadata: dict[str, Any] = {
+        "rows_per_partition": dg.MetadataValue.json(rows),
+        "rows_total": report.total_rows,
+        "pending_rows": report.pending,
+        "bars_read": report.read_bars,
+        "duration_s": round(report.duration_s, 3),
+        "table": label_set.table,
+    }
+    if len(rows) == 1:
+        metadata["dagster/row_count"] = report.total_rows
+    return metadata
+
+
+def label_asset(label_set: LabelSet) -> dg.AssetsDefinition:
+    @dg.asset(
+        name=label_set.name,
+        key_prefix="labels",
+        partitions_def=bars_partitions,
+        deps=[dg.AssetDep("bars", partition_mapping=bars_mapping(label_set))],
+        backfill_policy=dg.BackfillPolicy.single_run(),
+        group_name="labels",
+        kinds={"duckdb", "numba"},
+        automation_condition=RECOMPUTE,
+        description=f"{label_set.kind} labels (H={label_set.horizon} bars, span {label_set.span}); "
+        f"table {label_set.table}. {label_set.description}",
+        metadata={"label_set": dg.MetadataValue.json(label_set.__dict__)},
+    )
+    def _labels(context: dg.AssetExecutionContext, bar_store: BarStoreResource) -> dg.MaterializeResult:
+        try:
+            slices = slices_from_context(context)
+        except InvalidTickerError as exc:
+            raise dg.Failure(description=str(exc), allow_retries=False) from None
+        report = materialize_labels(label_set, slices, DuckDBLabelStore(bar_store.build()))
+        context.log.info(
+            f"{label_set.name}: {report.total_rows} rows for {len(report.rows)} partition(s) from "
+            f"{report.read_bars} bars, {report.pending} pending, {report.duration_s:.2f} s"
+        )
+        return dg.MaterializeResult(metadata=_metadata(report, label_set))
+
+    return _labels
+
+
+@dg.definitions
+def label_definitions() -> dg.Definitions:
+    recompute_sensor = dg.AutomationConditionSensorDefinition(
+        "label_recompute_sensor",
+        target=dg.AssetSelection.groups("labels"),
+        default_status=dg.DefaultSensorStatus.RUNNING,
+        description="Evaluates the label assets' automation condition: labels follow new bars.",
+    )
+    assets = [label_asset(label_set) for label_set in load_label_sets()]
+    return dg.Definitions(assets=assets, sensors=[recompute_sensor])

@@ -1,0 +1,107 @@
+"""From bars to the rows of a label table: contiguous arrays in, kernels, nullable columns out.
+
+Rows that cannot be labelled yet (the horizon runs past the last stored bar) are `pending`: their
+values are NULL and they are recomputed when later bars arrive. Rows that never get a label (no
+volatility yet, trgt under the floor, last bar of a session-bounded horizon) are NULL, not pending.
+"""
+
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from backfill_assets.labels import kernels
+from backfill_assets.labels.config import LabelSet
+
+KEY_COLUMNS = ("ticker", "ts", "session_date")
+LABELLED, PENDING = 0, 1
+
+
+def output_types(label_set: LabelSet) -> dict[str, str]:
+    """SQL types of the label columns of `label_set`, after the key columns."""
+    if label_set.kind == "triple_barrier":
+        columns = {"label": "TINYINT", "bars_to_exit": "SMALLINT", "ret": "DOUBLE", "amb": "BOOLEAN"}
+    elif label_set.kind == "vol_scaled_return":
+        columns = {"vsr": "DOUBLE"}
+    else:
+        columns = {"mfe": "DOUBLE", "mae": "DOUBLE"}
+        if label_set.scale_by_trgt:
+            columns |= {"mfe_trgt": "DOUBLE", "mae_trgt": "DOUBLE"}
+    return columns | {"trgt": "DOUBLE", "pending": "BOOLEAN"}
+
+
+def segments(tickers: np.ndarray, days: np.ndarray, cross_session: bool) -> tuple[np.ndarray, np.ndarray]:
+    """Per bar: the exclusive end of the bars its horizon may use, and whether that end is final.
+
+    Crossing sessions, a horizon may use the ticker's bars up to the last one read (not final: more
+    may come). Session-bounded, it ends at the session's last bar, a final vertical barrier.
+    """
+    n = len(tickers)
+    change = tickers[1:] != tickers[:-1]
+    if not cross_session:
+        change |= days[1:] != days[:-1]
+    bounds = np.concatenate(([0], np.flatnonzero(change) + 1, [n])).astype(np.int64)
+    seg_end = np.repeat(bounds[1:], np.diff(bounds))
+    return seg_end, np.full(n, not cross_session)
+
+
+def ticker_starts(tickers: np.ndarray) -> np.ndarray:
+    change = np.flatnonzero(tickers[1:] != tickers[:-1]) + 1
+    return np.concatenate(([0], change, [len(tickers)])).astype(np.int64)
+
+
+def compute_labels(label_set: LabelSet, bars: pd.DataFrame) -> pd.DataFrame:
+    """Label every bar of `bars` (ordered by ticker, ts; a ticker's whole stored prefix plus the halo)."""
+    if bars.empty:
+        return pd.DataFrame(columns=[*KEY_COLUMNS, *output_types(label_set)])
+    tickers = bars["ticker"].to_numpy(dtype=object)
+    arrays = {
+        c: np.ascontiguousarray(bars[c].to_numpy(dtype=np.float64)) for c in ("open", "high", "low", "close")
+    }
+    days = bars["session_date"].to_numpy()
+    seg_end, seg_final = segments(tickers, days, label_set.cross_session)
+    h = label_set.horizon
+    sigma = kernels.ewm_sigma(arrays["close"], ticker_starts(tickers), label_set.span)
+    trgt = kernels.barrier_unit(sigma, h)
+    values: dict[str, np.ndarray]
+    if label_set.kind == "triple_barrier":
+        label, bars_to_exit, ret, amb, state = kernels.triple_barrier(
+            arrays["open"], arrays["high"], arrays["low"], arrays["close"], trgt, seg_end, seg_final,
+            h, label_set.pt, label_set.sl, label_set.min_trgt, label_set.tie_code,
+        )  # fmt: skip
+        values = {"label": label, "bars_to_exit": bars_to_exit, "ret": ret, "amb": amb}
+    elif label_set.kind == "vol_scaled_return":
+        vsr, state = kernels.vol_scaled_return(
+            arrays["close"], trgt, seg_end, seg_final, h, label_set.min_trgt
+        )
+        values = {"vsr": vsr}
+    else:
+        mfe, mae, state = kernels.mfe_mae(
+            arrays["high"], arrays["low"], arrays["close"], seg_end, seg_final, h
+        )
+        values = {"mfe": mfe, "mae": mae}
+        if label_set.scale_by_trgt:
+            valid = trgt > label_set.min_trgt
+            values |= {
+                "mfe_trgt": np.where(valid, mfe / trgt, np.nan),
+                "mae_trgt": np.where(valid, mae / trgt, np.nan),
+            }
+    return _frame(bars, values, trgt, state)
+
+
+def _frame(
+    bars: pd.DataFrame, values: Mapping[str, np.ndarray], trgt: np.ndarray, state: np.ndarray
+) -> pd.DataFrame:
+    labelled = state == LABELLED
+    frame = bars[list(KEY_COLUMNS)].reset_index(drop=True)
+    nullable: dict[str, Any] = {"label": "Int8", "bars_to_exit": "Int16", "amb": "boolean"}
+    for name, array in values.items():
+        if name in nullable:
+            frame[name] = pd.array(array, dtype=nullable[name])
+            frame.loc[~labelled, name] = pd.NA
+        else:
+            frame[name] = np.where(labelled, array, np.nan)
+    frame["trgt"] = trgt
+    frame["pending"] = state == PENDING
+    return frame

@@ -1,0 +1,69 @@
+"""Compute and store the labels of a set of (ticker, session) slices, identical however they are batched.
+
+A label at bar t depends on bars t+1..t+H (the forward halo) and on sigma_t, whose EWM state runs
+over the ticker's whole stored history. Each run therefore reads every stored bar of its tickers up
+to its last session plus H bars after it, computes over that, and keeps its own slices: one session
+at a time, a range, or everything at once give the same values bit for bit.
+"""
+
+import datetime as dt
+import math
+import time
+from collections.abc import Collection
+from dataclasses import dataclass
+
+import pandas as pd
+
+from backfill_assets.labels.compute import compute_labels, output_types
+from backfill_assets.labels.config import LabelSet
+from backfill_assets.storage.base import Slice
+from backfill_assets.storage.duckdb_labels import DuckDBLabelStore
+from backfill_assets.timeframes import Timeframe
+
+HALF_DAY_MINUTES = 210  # the shortest regular session (XNYS early close)
+
+
+def halo_bars(label_set: LabelSet) -> int:
+    """Bars after a run's last session that its last rows may look at."""
+    return label_set.horizon if label_set.cross_session else 0
+
+
+def halo_sessions(label_set: LabelSet, timeframe: Timeframe) -> int:
+    """Sessions after a label partition whose bars it may read (for Dagster's partition mapping)."""
+    if not label_set.cross_session:
+        return 0
+    per_session = 1 if timeframe.is_daily else max(1, HALF_DAY_MINUTES // timeframe.minutes)
+    return math.ceil(label_set.horizon / per_session)
+
+
+@dataclass(frozen=True)
+class LabelReport:
+    rows: dict[Slice, int]
+    pending: int
+    read_bars: int
+    duration_s: float
+
+    @property
+    def total_rows(self) -> int:
+        return sum(self.rows.values())
+
+
+def materialize_labels(
+    label_set: LabelSet, slices: Collection[Slice], store: DuckDBLabelStore
+) -> LabelReport:
+    """Replace the rows of `slices` in `labels_<name>` with freshly computed labels."""
+    started = time.monotonic()
+    wanted = set(slices)
+    last: dt.date = max(day for _, day in wanted)
+    history = store.read_history({t for t, _ in wanted}, last, halo_bars(label_set))
+    labels = compute_labels(label_set, history)
+    keys = pd.MultiIndex.from_arrays([labels["ticker"], labels["session_date"]])
+    rows = labels[keys.isin(list(wanted))].reset_index(drop=True)
+    store.replace_labels(label_set.table, output_types(label_set), rows, wanted)
+    counts = rows.groupby(["ticker", "session_date"]).size().to_dict()
+    return LabelReport(
+        rows={key: int(counts.get(key, 0)) for key in sorted(wanted)},
+        pending=int(rows["pending"].sum()),
+        read_bars=len(history),
+        duration_s=time.monotonic() - started,
+    )

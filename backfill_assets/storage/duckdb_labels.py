@@ -1,0 +1,92 @@
+"""Label tables `labels_<name>` in the bars' DuckDB file, under the same single-writer lock.
+
+Each table is keyed (ticker, ts) and written like `bars`: a run deletes exactly its (ticker, session)
+slices and inserts the new rows in one transaction.
+"""
+
+import datetime as dt
+from collections.abc import Collection, Mapping
+
+import pandas as pd
+
+from backfill_assets.storage.base import Slice, StoreError
+from backfill_assets.storage.duckdb_store import DuckDBBarStore
+
+OHLC = "ticker, ts, session_date, open, high, low, close"
+
+
+def _quoted(table: str) -> str:
+    if not table.replace("_", "").isalnum():
+        raise StoreError(f"invalid table name {table!r}")
+    return f'"{table}"'
+
+
+class DuckDBLabelStore:
+    """Reads the bars labels are computed from; replaces slices of label tables."""
+
+    def __init__(self, bars: DuckDBBarStore) -> None:
+        self.bars = bars
+
+    def read_history(self, tickers: Collection[str], last: dt.date, halo_bars: int) -> pd.DataFrame:
+        """Every stored bar of `tickers` up to session `last`, plus each ticker's first `halo_bars`
+        bars after it, ordered by (ticker, ts): the whole volatility prefix and the forward halo."""
+        empty = pd.DataFrame(columns=OHLC.split(", "))
+        if not self.bars.path.exists():
+            return empty
+        sql = (
+            f"SELECT {OHLC} FROM bars WHERE list_contains($tickers, ticker) AND session_date <= $last "
+            f"UNION ALL SELECT {OHLC} FROM (SELECT *, row_number() OVER (PARTITION BY ticker ORDER BY ts) "
+            "AS rn FROM bars WHERE list_contains($tickers, ticker) AND session_date > $last) "
+            "WHERE rn <= $halo ORDER BY ticker, ts"
+        )
+        with self.bars.connect(read_only=True) as con:
+            if not con.execute("SELECT 1 FROM duckdb_tables() WHERE table_name = 'bars'").fetchall():
+                return empty
+            frame = con.execute(sql, {"tickers": sorted(tickers), "last": last, "halo": halo_bars}).df()
+        frame["session_date"] = frame["session_date"].dt.date
+        return frame
+
+    def replace_labels(
+        self, table: str, types: Mapping[str, str], frame: pd.DataFrame, slices: Collection[Slice]
+    ) -> int:
+        """Delete `slices` of `table` and insert `frame` in one transaction; a failure leaves the old rows."""
+        name = _quoted(table)
+        columns = {
+            "ticker": "VARCHAR NOT NULL",
+            "ts": "TIMESTAMPTZ NOT NULL",
+            "session_date": "DATE NOT NULL",
+        }
+        columns |= dict(types)
+        ddl = ", ".join(f"{c} {t}" for c, t in columns.items())
+        select = ", ".join(f"CAST({c} AS {t.replace(' NOT NULL', '')})" for c, t in columns.items())
+        keys = pd.DataFrame(sorted(slices), columns=["ticker", "session_date"])
+        rows = frame[list(columns)]
+        with self.bars.connect(read_only=False) as con:
+            con.register("_slices", keys)
+            con.register("_rows", rows)
+            con.execute("BEGIN TRANSACTION")
+            try:
+                con.execute(f"CREATE TABLE IF NOT EXISTS {name} ({ddl}, PRIMARY KEY (ticker, ts))")
+                con.execute(
+                    f"DELETE FROM {name} USING _slices s WHERE {name}.ticker = s.ticker "
+                    f"AND {name}.session_date = CAST(s.session_date AS DATE)"
+                )
+                con.execute(f"INSERT INTO {name} SELECT {select} FROM _rows")
+                con.execute("COMMIT")
+            except BaseException:
+                con.execute("ROLLBACK")
+                raise
+        return len(rows)
+
+    def read_labels(self, table: str) -> pd.DataFrame:
+        """The whole label table ordered by (ticker, ts); empty if it does not exist yet."""
+        name = _quoted(table)
+        if not self.bars.path.exists():
+            return pd.DataFrame()
+        with self.bars.connect(read_only=True) as con:
+            query = "SELECT 1 FROM duckdb_tables() WHERE table_name = ?"
+            if not con.execute(query, [table]).fetchall():
+                return pd.DataFrame()
+            frame = con.execute(f"SELECT * FROM {name} ORDER BY ticker, ts").df()
+        frame["session_date"] = frame["session_date"].dt.date
+        return frame
