@@ -6,7 +6,6 @@ volatility yet, trgt under the floor, last bar of a session-bounded horizon) are
 """
 
 from collections.abc import Mapping
-from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -31,14 +30,15 @@ def output_types(label_set: LabelSet) -> dict[str, str]:
     return columns | {"trgt": "DOUBLE", "pending": "BOOLEAN"}
 
 
-def segments(tickers: np.ndarray, days: np.ndarray, cross_session: bool) -> tuple[np.ndarray, np.ndarray]:
+def segments(codes: np.ndarray, days: np.ndarray, cross_session: bool) -> tuple[np.ndarray, np.ndarray]:
     """Per bar: the exclusive end of the bars its horizon may use, and whether that end is final.
 
-    Crossing sessions, a horizon may use the ticker's bars up to the last one read (not final: more
-    may come). Session-bounded, it ends at the session's last bar, a final vertical barrier.
+    `codes` number the tickers (bars are ticker-major). Crossing sessions, a horizon may use the
+    ticker's bars up to the last one read (not final: more may come). Session-bounded, it ends at
+    the session's last bar, a final vertical barrier.
     """
-    n = len(tickers)
-    change = tickers[1:] != tickers[:-1]
+    n = len(codes)
+    change = codes[1:] != codes[:-1]
     if not cross_session:
         change |= days[1:] != days[:-1]
     bounds = np.concatenate(([0], np.flatnonzero(change) + 1, [n])).astype(np.int64)
@@ -46,23 +46,23 @@ def segments(tickers: np.ndarray, days: np.ndarray, cross_session: bool) -> tupl
     return seg_end, np.full(n, not cross_session)
 
 
-def ticker_starts(tickers: np.ndarray) -> np.ndarray:
-    change = np.flatnonzero(tickers[1:] != tickers[:-1]) + 1
-    return np.concatenate(([0], change, [len(tickers)])).astype(np.int64)
+def ticker_starts(codes: np.ndarray) -> np.ndarray:
+    change = np.flatnonzero(codes[1:] != codes[:-1]) + 1
+    return np.concatenate(([0], change, [len(codes)])).astype(np.int64)
 
 
 def compute_labels(label_set: LabelSet, bars: pd.DataFrame) -> pd.DataFrame:
     """Label every bar of `bars` (ordered by ticker, ts; a ticker's whole stored prefix plus the halo)."""
     if bars.empty:
         return pd.DataFrame(columns=[*KEY_COLUMNS, *output_types(label_set)])
-    tickers = bars["ticker"].to_numpy(dtype=object)
+    codes = pd.factorize(bars["ticker"], sort=False)[0]
     arrays = {
         c: np.ascontiguousarray(bars[c].to_numpy(dtype=np.float64)) for c in ("open", "high", "low", "close")
     }
     days = bars["session_date"].to_numpy()
-    seg_end, seg_final = segments(tickers, days, label_set.cross_session)
+    seg_end, seg_final = segments(codes, days, label_set.cross_session)
     h = label_set.horizon
-    sigma = kernels.ewm_sigma(arrays["close"], ticker_starts(tickers), label_set.span)
+    sigma = kernels.ewm_sigma(arrays["close"], ticker_starts(codes), label_set.span)
     trgt = kernels.barrier_unit(sigma, h)
     values: dict[str, np.ndarray]
     if label_set.kind == "triple_barrier":
@@ -95,11 +95,11 @@ def _frame(
 ) -> pd.DataFrame:
     labelled = state == LABELLED
     frame = bars[list(KEY_COLUMNS)].reset_index(drop=True)
-    nullable: dict[str, Any] = {"label": "Int8", "bars_to_exit": "Int16", "amb": "boolean"}
     for name, array in values.items():
-        if name in nullable:
-            frame[name] = pd.array(array, dtype=nullable[name])
-            frame.loc[~labelled, name] = pd.NA
+        if name in ("label", "bars_to_exit"):
+            frame[name] = pd.arrays.IntegerArray(array, ~labelled)
+        elif name == "amb":
+            frame[name] = pd.arrays.BooleanArray(array, ~labelled)
         else:
             frame[name] = np.where(labelled, array, np.nan)
     frame["trgt"] = trgt

@@ -12,6 +12,7 @@ import time
 from collections.abc import Collection
 from dataclasses import dataclass
 
+import numpy as np
 import pandas as pd
 
 from backfill_assets.labels.compute import compute_labels, output_types
@@ -36,6 +37,15 @@ def halo_sessions(label_set: LabelSet, timeframe: Timeframe) -> int:
     return math.ceil(label_set.horizon / per_session)
 
 
+def _in_slices(labels: pd.DataFrame, wanted: set[Slice]) -> np.ndarray:
+    """Rows of `labels` whose (ticker, session) is in `wanted`, as one vectorised integer lookup."""
+    names = sorted({t for t, _ in wanted})
+    codes = pd.Categorical(labels["ticker"], categories=names).codes.astype(np.int64)
+    days = labels["session_date"].to_numpy().astype("datetime64[D]").astype(np.int64)
+    wanted_keys = [names.index(t) << 32 | (day - dt.date(1970, 1, 1)).days for t, day in wanted]
+    return np.isin(codes << 32 | days, np.array(wanted_keys, dtype=np.int64)) & (codes >= 0)
+
+
 @dataclass(frozen=True)
 class LabelReport:
     rows: dict[Slice, int]
@@ -57,12 +67,14 @@ def materialize_labels(
     last: dt.date = max(day for _, day in wanted)
     history = store.read_history({t for t, _ in wanted}, last, halo_bars(label_set))
     labels = compute_labels(label_set, history)
-    keys = pd.MultiIndex.from_arrays([labels["ticker"], labels["session_date"]])
-    rows = labels[keys.isin(list(wanted))].reset_index(drop=True)
+    rows = labels[_in_slices(labels, wanted)].reset_index(drop=True)
     store.replace_labels(label_set.table, output_types(label_set), rows, wanted)
-    counts = rows.groupby(["ticker", "session_date"]).size().to_dict()
+    counts = rows.groupby(["ticker", "session_date"], observed=True).size()
+    written = {
+        (str(t), pd.Timestamp(d).date()): int(n) for (t, d), n in zip(counts.index, counts, strict=True)
+    }
     return LabelReport(
-        rows={key: int(counts.get(key, 0)) for key in sorted(wanted)},
+        rows={key: written.get(key, 0) for key in sorted(wanted)},
         pending=int(rows["pending"].sum()),
         read_bars=len(history),
         duration_s=time.monotonic() - started,

@@ -29,22 +29,31 @@ class DuckDBLabelStore:
 
     def read_history(self, tickers: Collection[str], last: dt.date, halo_bars: int) -> pd.DataFrame:
         """Every stored bar of `tickers` up to session `last`, plus each ticker's first `halo_bars`
-        bars after it, ordered by (ticker, ts): the whole volatility prefix and the forward halo."""
+        bars after it, ordered by (ticker, ts): the whole volatility prefix and the forward halo.
+
+        No primary key on label tables: DuckDB's index makes replacing slices several times slower,
+        and rows are unique on (ticker, ts) by construction (each write replaces whole slices)."""
         empty = pd.DataFrame(columns=OHLC.split(", "))
         if not self.bars.path.exists():
             return empty
+        names = sorted(tickers)
+        # Ticker positions instead of strings: a million Python str objects would cost more than the query.
+        columns = (
+            "list_position($tickers, ticker)::INTEGER - 1 AS code, ts, session_date, open, high, low, close"
+        )
         sql = (
-            f"SELECT {OHLC} FROM bars WHERE list_contains($tickers, ticker) AND session_date <= $last "
-            f"UNION ALL SELECT {OHLC} FROM (SELECT *, row_number() OVER (PARTITION BY ticker ORDER BY ts) "
+            f"SELECT {columns} FROM bars WHERE list_contains($tickers, ticker) AND session_date <= $last "
+            f"UNION ALL SELECT {columns} FROM (SELECT *, row_number() OVER (PARTITION BY ticker ORDER BY ts) "
             "AS rn FROM bars WHERE list_contains($tickers, ticker) AND session_date > $last) "
-            "WHERE rn <= $halo ORDER BY ticker, ts"
+            "WHERE rn <= $halo ORDER BY code, ts"
         )
         with self.bars.connect(read_only=True) as con:
             if not con.execute("SELECT 1 FROM duckdb_tables() WHERE table_name = 'bars'").fetchall():
                 return empty
-            frame = con.execute(sql, {"tickers": sorted(tickers), "last": last, "halo": halo_bars}).df()
-        frame["session_date"] = frame["session_date"].dt.date
-        return frame
+            frame = con.execute(sql, {"tickers": names, "last": last, "halo": halo_bars}).df()
+        ticker = pd.Categorical.from_codes(frame.pop("code").to_numpy(), categories=pd.Index(names))
+        frame.insert(0, "ticker", pd.Series(ticker))
+        return frame  # session_date stays datetime64: millions of date objects would cost seconds
 
     def replace_labels(
         self, table: str, types: Mapping[str, str], frame: pd.DataFrame, slices: Collection[Slice]
@@ -66,7 +75,7 @@ class DuckDBLabelStore:
             con.register("_rows", rows)
             con.execute("BEGIN TRANSACTION")
             try:
-                con.execute(f"CREATE TABLE IF NOT EXISTS {name} ({ddl}, PRIMARY KEY (ticker, ts))")
+                con.execute(f"CREATE TABLE IF NOT EXISTS {name} ({ddl})")
                 con.execute(
                     f"DELETE FROM {name} USING _slices s WHERE {name}.ticker = s.ticker "
                     f"AND {name}.session_date = CAST(s.session_date AS DATE)"
