@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from backfill_assets.calendar import TradingCalendar
+from backfill_assets.storage.duckdb_labels import DuckDBLabelStore
 from backfill_assets.storage.duckdb_store import DuckDBBarStore
 from backfill_assets_tests.conftest import BIN, run
 
@@ -97,3 +98,17 @@ def test_tickers_add_rejects_bad_symbols(project_env: dict[str, str]) -> None:
     assert good.returncode == 0 and "added 2 ticker(s): TSLA, BRK.B" in good.stdout
     listed = run([str(BIN / "backfill-assets"), "tickers", "list"], project_env)
     assert listed.stdout.split() == ["TSLA", "BRK.B"]
+
+
+def test_cli_materializes_labels_after_bars(project_env: dict[str, str], db_path: Path) -> None:
+    sync(project_env)
+    keys = "2024-07-01|NVDA...2024-07-05|NVDA"
+    assert run([*MATERIALIZE, "--partition-range", keys], project_env).returncode == 0
+    labels = [*MATERIALIZE[:-1], "labels/enhanced_triple_barrier,labels/mfe_mae"]
+    result = run([*labels, "--partition-range", keys], project_env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    store = DuckDBLabelStore(DuckDBBarStore(db_path))
+    for table in ("labels_enhanced_triple_barrier", "labels_mfe_mae"):
+        stored = store.read_labels(table)
+        assert len(stored) == 4 * 390 - 180  # the 3 Jul half day has 210 bars; 4 Jul is a holiday
+        assert stored["pending"].sum() <= 60  # only the last hour waits for the next session
