@@ -41,6 +41,14 @@ class TradingCalendar:
     def last_session(self) -> dt.date:
         return self.sessions[-1]
 
+    def last_completed(self, now: pd.Timestamp | None = None) -> dt.date:
+        """The last session whose close has passed (`now` defaults to the current time)."""
+        now = pd.Timestamp.now(tz="UTC") if now is None else now
+        closed = self._close[self._close <= now]
+        if closed.empty:
+            raise CalendarError(f"no session of {self.name} has closed since {self.start}")
+        return closed.index[-1].date()
+
     def is_session(self, day: dt.date) -> bool:
         return day in self._index
 

@@ -1,12 +1,18 @@
-"""The project CLI: `backfill-assets demo | tickers {sync,add,list}`."""
+"""The project CLI: `backfill-assets demo | tickers | backfill | status | gaps | setup`."""
 
 import argparse
 import sys
+from typing import TYPE_CHECKING
 
 from backfill_assets.home import ensure_dagster_home
+from backfill_assets.labels.config import LabelConfigError
 from backfill_assets.settings import TICKER_PARTITIONS, SettingsError, load_settings
 from backfill_assets.symbols import InvalidTickerError, parse_tickers
 from backfill_assets.universe import missing_tickers
+from backfill_assets.webserver import WebserverError
+
+if TYPE_CHECKING:
+    from backfill_assets.calendar import TradingCalendar
 
 
 def _tickers(args: argparse.Namespace) -> int:
@@ -35,6 +41,103 @@ def _demo(args: argparse.Namespace) -> int:
     return run_demo(settings, tickers, args.sessions, ensure_dagster_home(), args.timeout)
 
 
+POOL_LIMITS = {"synthetic_api": 4, "alpaca_api": 2, "yfinance_api": 1}
+
+
+def _calendar_and_assets() -> tuple["TradingCalendar", list[str]]:
+    from backfill_assets.calendar import get_calendar
+    from backfill_assets.labels.config import load_label_sets
+
+    settings = load_settings()
+    assets = ["bars", *(f"labels/{s.name}" for s in load_label_sets())]
+    return get_calendar(settings.calendar, settings.start_date), assets
+
+
+def _tags(pairs: list[str]) -> dict[str, str]:
+    tags = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise SettingsError(f"--tag expects key=value, got {pair!r}")
+        tags[key] = value
+    return tags
+
+
+def _backfill(args: argparse.Namespace) -> int:
+    import dagster as dg
+
+    from backfill_assets import headless
+
+    calendar, known = _calendar_and_assets()
+    assets = headless.asset_paths(args.assets.split(","), known)
+    tickers = parse_tickers(args.tickers) if args.tickers else list(load_settings().universe)
+    sessions = headless.session_range(calendar, args.start, args.end)
+    ensure_dagster_home()
+    with dg.DagsterInstance.get() as instance:
+        new = missing_tickers(tickers, instance.get_dynamic_partitions(TICKER_PARTITIONS))
+        instance.add_dynamic_partitions(TICKER_PARTITIONS, new)
+    if new:
+        print(f"registered {len(new)} new ticker(s): {', '.join(new)}")
+    tags = {"provider": load_settings().provider, **_tags(args.tag)}
+    title = args.title or f"{','.join(assets)}: {len(tickers)} tickers x {len(sessions)} sessions"
+    backfill_id = headless.launch(args.url, assets, tickers, sessions, title, tags)
+    print(f"launched backfill {backfill_id}: {len(tickers) * len(sessions)} partitions per asset")
+    print(f"{args.url}/runs/b/{backfill_id}")
+    if not args.wait:
+        return 0
+    return 0 if headless.follow(args.url, backfill_id, wait=True).status == "COMPLETED_SUCCESS" else 1
+
+
+def _status(args: argparse.Namespace) -> int:
+    from backfill_assets import headless
+
+    progress = headless.follow(args.url, args.backfill_id, wait=not args.no_wait)
+    return 0 if not progress.done or progress.status == "COMPLETED_SUCCESS" else 1
+
+
+def _gaps(args: argparse.Namespace) -> int:
+    import dagster as dg
+
+    from backfill_assets import headless
+
+    calendar, known = _calendar_and_assets()
+    assets = headless.asset_paths(args.assets.split(",") if args.assets else known, known)
+    sessions = headless.session_range(
+        calendar,
+        args.start or calendar.first_session.isoformat(),
+        args.end or calendar.last_completed().isoformat(),
+    )
+    tickers = parse_tickers(args.tickers) if args.tickers else None
+    ensure_dagster_home()
+    with dg.DagsterInstance.get() as instance:
+        missing = headless.gaps(instance, assets, tickers, sessions)
+    for asset, pairs in missing.items():
+        print(f"{asset}: {len(pairs)} missing (ticker, session) pair(s) in {sessions[0]}..{sessions[-1]}")
+        for ticker, day in pairs[: args.limit]:
+            print(f"  {ticker} {day}")
+        if len(pairs) > args.limit:
+            print(f"  ... and {len(pairs) - args.limit} more")
+    return 0
+
+
+def _setup(args: argparse.Namespace) -> int:
+    import subprocess
+    from pathlib import Path
+
+    limits = dict(POOL_LIMITS)
+    for pool, value in _tags(args.limit).items():
+        if not value.isdigit():
+            raise SettingsError(f"--limit {pool}={value!r}: the limit must be a whole number")
+        limits[pool] = int(value)
+    home = ensure_dagster_home()
+    dagster = str(Path(sys.executable).with_name("dagster"))
+    for pool, limit in limits.items():
+        # The public way to set a pool's limit: dagster.yaml only takes a default for all pools.
+        subprocess.run([dagster, "instance", "concurrency", "set", pool, str(limit)], check=True)
+    print(f"pool limits set in {home}: " + ", ".join(f"{p}={n}" for p, n in limits.items()))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="backfill-assets", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -47,16 +150,57 @@ def build_parser() -> argparse.ArgumentParser:
     tickers.add_argument("action", choices=["sync", "add", "list"])
     tickers.add_argument("symbols", nargs="*", help="tickers to add (with `add`)")
     tickers.set_defaults(func=_tickers)
+
+    backfill = commands.add_parser("backfill", help="launch a daemon backfill through the webserver")
+    backfill.add_argument(
+        "--assets", default="bars", help="comma-separated: bars, labels/<name> (default bars)"
+    )
+    backfill.add_argument(
+        "--tickers", help="comma-separated (default: the universe); new ones are registered"
+    )
+    backfill.add_argument("--start", required=True, help="first session, YYYY-MM-DD")
+    backfill.add_argument("--end", help="last session, YYYY-MM-DD (default: --start)")
+    backfill.add_argument("--tag", action="append", default=[], help="run tag key=value (repeatable)")
+    backfill.add_argument("--title", help="backfill title shown in the UI")
+    backfill.add_argument("--wait", action="store_true", help="follow it until it ends")
+    backfill.set_defaults(func=_backfill)
+    status = commands.add_parser("status", help="progress of a backfill, with a progress bar until done")
+    status.add_argument("backfill_id")
+    status.add_argument("--no-wait", action="store_true", help="print once and return")
+    status.set_defaults(func=_status)
+    gaps = commands.add_parser("gaps", help="missing (ticker, session) pairs per asset")
+    gaps.add_argument("--assets", help="comma-separated (default: bars and every label set)")
+    gaps.add_argument("--tickers", help="comma-separated (default: every registered ticker)")
+    gaps.add_argument("--start", help="first session (default: the partitions' start)")
+    gaps.add_argument("--end", help="last session (default: the last completed session)")
+    gaps.add_argument("--limit", type=int, default=20, help="pairs listed per asset (default 20)")
+    gaps.set_defaults(func=_gaps)
+    for command in (backfill, status):
+        command.add_argument(
+            "--url", default=headless_url(), help="dagster-webserver (DAGSTER_WEBSERVER_URL)"
+        )
+    setup = commands.add_parser("setup", help="set the provider pools' limits on the instance")
+    setup.add_argument("--limit", action="append", default=[], help=f"pool=N (defaults {POOL_LIMITS})")
+    setup.set_defaults(func=_setup)
     return parser
+
+
+def headless_url() -> str:
+    import os
+
+    return os.environ.get("DAGSTER_WEBSERVER_URL", "http://127.0.0.1:3000")
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args))
-    except (SettingsError, InvalidTickerError) as exc:
+    except (SettingsError, InvalidTickerError, LabelConfigError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except WebserverError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":
