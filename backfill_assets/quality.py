@@ -1,0 +1,219 @@
+"""Data-quality queries over the DuckDB store (pure: no Dagster): whole-table SQL returning counts.
+
+Every function takes an open connection (from `DuckDBBarStore.connect`, which holds the file lock)
+and scans a whole table once; a missing table reads as empty. Rules are SQL predicates that are TRUE
+for a good row: a NULL result counts as a violation, so missing values never pass silently.
+"""
+
+import datetime as dt
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+
+import duckdb
+import pandas as pd
+
+from backfill_assets.calendar import TradingCalendar
+from backfill_assets.timeframes import Timeframe
+
+BAR_RULES: Mapping[str, str] = {
+    "missing_or_non_positive_price": "isfinite(open) AND isfinite(high) AND isfinite(low) "
+    "AND isfinite(close) AND least(open, high, low, close) > 0",
+    "high_below_open_close": "high >= greatest(open, close)",
+    "low_above_open_close": "low <= least(open, close)",
+    "negative_or_missing_volume": "isfinite(volume) AND volume >= 0",
+}
+NS_PER_MINUTE = 60_000_000_000
+
+
+@dataclass(frozen=True)
+class Violations:
+    """Rows scanned, rows breaking each rule, rows breaking any, and a few offending rows."""
+
+    rows: int
+    counts: dict[str, int]
+    bad_rows: int
+    examples: pd.DataFrame
+
+
+@dataclass(frozen=True)
+class Coverage:
+    """(ticker, session) bar counts against the calendar; `unjudged`: off-calendar or unknown timeframe."""
+
+    sessions: int
+    short_sessions: int
+    missing_bars: int
+    excess_sessions: int
+    excess_bars: int
+    unjudged_sessions: int
+    worst_short: pd.DataFrame
+    worst_excess: pd.DataFrame
+
+
+@dataclass(frozen=True)
+class Pending:
+    """Pending label rows; `stale`: H or more bars follow them; `beyond_reach`: sessions they cannot span."""
+
+    pending: int
+    stale: int
+    beyond_reach: int
+    examples: pd.DataFrame
+
+
+def table_exists(con: duckdb.DuckDBPyConnection, table: str) -> bool:
+    query = "SELECT 1 FROM duckdb_tables() WHERE table_name = ?"
+    return bool(con.execute(query, [table]).fetchall())
+
+
+def _quoted(table: str) -> str:
+    if not table.replace("_", "").isalnum():
+        raise ValueError(f"invalid table name {table!r}")
+    return f'"{table}"'
+
+
+def rule_violations(
+    con: duckdb.DuckDBPyConnection, table: str, rules: Mapping[str, str], examples: int = 5
+) -> Violations:
+    """Count rows of `table` breaking each rule (a predicate TRUE for a good row) in one scan."""
+    if not table_exists(con, table):
+        return Violations(0, dict.fromkeys(rules, 0), 0, pd.DataFrame())
+    bad = {name: f"NOT coalesce({sql}, FALSE)" for name, sql in rules.items()}
+    any_bad = " OR ".join(f"({b})" for b in bad.values())
+    counts = ", ".join(f'count_if({b}) AS "{name}"' for name, b in bad.items())
+    row = con.execute(f"SELECT count(*), count_if({any_bad}), {counts} FROM {_quoted(table)}").fetchall()[0]
+    flags = ", ".join(f'{b} AS "{name}"' for name, b in bad.items())
+    sample = con.execute(
+        f"SELECT ticker, ts, {flags} FROM {_quoted(table)} WHERE {any_bad} ORDER BY ticker, ts LIMIT ?",
+        [examples],
+    ).df()
+    return Violations(int(row[0]), dict(zip(rules, map(int, row[2:]), strict=True)), int(row[1]), sample)
+
+
+def duplicate_keys(con: duckdb.DuckDBPyConnection, table: str, examples: int = 5) -> Violations:
+    """(ticker, ts) keys stored more than once; `counts` has the keys and the surplus rows."""
+    if not table_exists(con, table):
+        return Violations(0, {"duplicated_keys": 0, "surplus_rows": 0}, 0, pd.DataFrame())
+    dups = f"SELECT ticker, ts, count(*) AS n FROM {_quoted(table)} GROUP BY ticker, ts HAVING n > 1"
+    row = con.execute(
+        f"SELECT (SELECT count(*) FROM {_quoted(table)}), count(*), coalesce(sum(n - 1), 0) FROM ({dups})"
+    ).fetchall()[0]
+    sample = con.execute(f"{dups} ORDER BY ticker, ts LIMIT ?", [examples]).df()
+    counts = {"duplicated_keys": int(row[1]), "surplus_rows": int(row[2])}
+    return Violations(int(row[0]), counts, int(row[2]), sample)
+
+
+def bars_per_session(calendar: TradingCalendar, day: dt.date, timeframe: Timeframe) -> int:
+    """Bars a complete session holds: clock-aligned buckets from the open's bucket to the close.
+
+    A 1Hour bar starting 9:00 covers 9:30-9:59, so 390 minutes give 7 bars and a 210-minute half day
+    4 (ceil of minutes / bar minutes whenever the open is on a whole hour or half hour)."""
+    if timeframe.is_daily:
+        return 1
+    open_, close = calendar.open_close(day)
+    width = timeframe.minutes * NS_PER_MINUTE
+    return -(-(close.value - open_.value // width * width) // width)
+
+
+def expected_bars(calendar: TradingCalendar, timeframes: Iterable[Timeframe]) -> pd.DataFrame:
+    """Expected bars per (day, timeframe) for every calendar day from the first to the last session;
+    0 on weekends and holidays, so any bar stored on them counts as an excess."""
+    days = pd.date_range(calendar.first_session, calendar.last_session, freq="D").date
+    rows = [
+        (day, tf.name, bars_per_session(calendar, day, tf) if calendar.is_session(day) else 0)
+        for tf in timeframes
+        for day in days
+    ]
+    return pd.DataFrame(rows, columns=["session_date", "timeframe", "expected"])
+
+
+def session_coverage(
+    con: duckdb.DuckDBPyConnection, expected: pd.DataFrame, table: str = "bars", worst: int = 10
+) -> Coverage:
+    """Stored bars per (ticker, session) against `expected` (from expected_bars), in one aggregate."""
+    empty = pd.DataFrame(columns=["ticker", "session_date", "bars", "expected"])
+    if not table_exists(con, table):
+        return Coverage(0, 0, 0, 0, 0, 0, empty, empty)
+    con.register("_expected", expected)
+    detail = "{'ticker': ticker, 'session_date': session_date, 'bars': bars, 'expected': expected}"
+    row = con.execute(
+        f"""
+        WITH counts AS (
+            SELECT ticker, session_date, timeframe, count(*) AS bars FROM {_quoted(table)} GROUP BY ALL
+        ), judged AS (
+            SELECT c.*, e.expected FROM counts c
+            LEFT JOIN _expected e ON c.session_date = CAST(e.session_date AS DATE)
+            AND c.timeframe = e.timeframe
+        )
+        SELECT count(*),
+            count_if(bars < expected), coalesce(sum(expected - bars) FILTER (bars < expected), 0),
+            count_if(bars > expected), coalesce(sum(bars - expected) FILTER (bars > expected), 0),
+            count_if(expected IS NULL),
+            max_by({detail}, expected - bars, $n) FILTER (bars < expected),
+            max_by({detail}, bars - expected, $n) FILTER (bars > expected)
+        FROM judged
+        """,
+        {"n": worst},
+    ).fetchall()[0]
+    con.unregister("_expected")
+    worst_short, worst_excess = (pd.DataFrame(items or [], columns=empty.columns) for items in row[6:])
+    return Coverage(*(int(v) for v in row[:6]), worst_short=worst_short, worst_excess=worst_excess)
+
+
+def pending_rows(
+    con: duckdb.DuckDBPyConnection, table: str, horizon: int, reach_sessions: int, examples: int = 10
+) -> Pending:
+    """Pending rows of label `table`, judged against the ticker's bars in `bars`.
+
+    A row may wait only while fewer than `horizon` bars follow it (0 for session-bounded sets: never).
+    `reach_sessions` is how many later sessions `horizon` bars can span at most; a pending row with
+    that many later sessions stored means those sessions are short of bars."""
+    columns = ["ticker", "session_date", "pending", "stale", "later_sessions"]
+    if not table_exists(con, table) or not table_exists(con, "bars"):
+        return Pending(0, 0, 0, pd.DataFrame(columns=columns))
+    # max(ts, k) keeps each ticker's k latest timestamps, newest first: a top-k, not a sort.
+    groups = con.execute(
+        f"""
+        WITH pend AS (SELECT ticker, ts, session_date FROM {_quoted(table)} WHERE pending),
+        tail AS (SELECT ticker, max(ts, greatest($h, 1)) AS last_ts FROM bars
+                 WHERE ticker IN (SELECT ticker FROM pend) GROUP BY ticker),
+        days AS (SELECT DISTINCT ticker, session_date FROM bars WHERE ticker IN (SELECT ticker FROM pend)),
+        flagged AS (SELECT p.ticker, p.session_date,
+                           $h = 0 OR coalesce(len(t.last_ts) >= $h AND p.ts < t.last_ts[$h], FALSE) AS stale
+                    FROM pend p LEFT JOIN tail t USING (ticker))
+        SELECT f.ticker, f.session_date, count(*) AS pending, count_if(f.stale) AS stale,
+               (SELECT count(*) FROM days d WHERE d.ticker = f.ticker AND d.session_date > f.session_date)
+               AS later_sessions
+        FROM flagged f GROUP BY f.ticker, f.session_date ORDER BY f.session_date, f.ticker
+        """,
+        {"h": horizon},
+    ).df()
+    beyond = groups["later_sessions"] >= max(reach_sessions, 1)
+    flagged = groups[(groups["stale"] > 0) | beyond].head(examples).reset_index(drop=True)
+    total, stale = int(groups["pending"].sum()), int(groups["stale"].sum())
+    return Pending(total, stale, int(groups.loc[beyond, "pending"].sum()), flagged[columns])
+
+
+def label_rules(kind: str, horizon: int) -> dict[str, str]:
+    """Value-domain rules of a label table of `kind` (labels/compute.py output_types)."""
+    if kind == "triple_barrier":
+        rules = {
+            "label_outside_domain": "label IS NULL OR label IN (-1, 0, 1)",
+            "bars_to_exit_out_of_range": f"bars_to_exit IS NULL OR bars_to_exit BETWEEN 1 AND {int(horizon)}",
+            "amb_without_label": "amb IS NULL OR label IS NOT NULL",
+            "partial_label": "(label IS NULL) = (bars_to_exit IS NULL) AND (label IS NULL) = (ret IS NULL)",
+            "pending_with_value": "NOT pending OR label IS NULL",
+        }
+    elif kind == "vol_scaled_return":
+        rules = {
+            "vsr_not_finite": "vsr IS NULL OR isfinite(vsr)",
+            "pending_with_value": "NOT pending OR vsr IS NULL",
+        }
+    elif kind == "mfe_mae":
+        rules = {
+            "mfe_below_mae": "mfe IS NULL OR mae IS NULL OR mfe >= mae",
+            "excursion_below_minus_one": "(mfe IS NULL OR mfe > -1) AND (mae IS NULL OR mae > -1)",
+            "partial_label": "(mfe IS NULL) = (mae IS NULL)",
+            "pending_with_value": "NOT pending OR mfe IS NULL",
+        }
+    else:
+        raise ValueError(f"unknown label kind {kind!r}")
+    return rules | {"negative_trgt": "trgt IS NULL OR trgt >= 0", "missing_pending": "pending IS NOT NULL"}
