@@ -33,6 +33,7 @@ class Settings:
     duckdb_path: Path
     requests_per_minute: int | None = None
     max_concurrent_requests: int | None = None
+    memory_budget_mb: int = 1024
 
     @property
     def pool(self) -> str:
@@ -98,6 +99,7 @@ def load_settings(env: dict[str, str] | None = None, today: dt.date | None = Non
         duckdb_path=Path(env.get("BACKFILL_DUCKDB_PATH") or DEFAULT_DUCKDB_PATH),
         requests_per_minute=_positive_int(env, "BACKFILL_REQUESTS_PER_MINUTE"),
         max_concurrent_requests=_positive_int(env, "BACKFILL_MAX_CONCURRENT_REQUESTS"),
+        memory_budget_mb=_positive_int(env, "BACKFILL_MEMORY_BUDGET_MB") or 1024,
     )
 
 

@@ -4,6 +4,7 @@ from typing import Any
 
 import dagster as dg
 
+from backfill_assets.chunked import PartialIngestError, ingest_in_chunks
 from backfill_assets.defs.partitions import bars_partitions, calendar, slices_from_context
 from backfill_assets.defs.providers import (
     AlpacaProviderResource,
@@ -11,8 +12,8 @@ from backfill_assets.defs.providers import (
     HttpProviderResource,
 )
 from backfill_assets.defs.resources import BarStoreResource
-from backfill_assets.ingest import IngestReport, ingest
-from backfill_assets.providers.base import ProviderError
+from backfill_assets.ingest import IngestReport
+from backfill_assets.memory import MemoryBudgetError, peak_rss_mb
 from backfill_assets.settings import get_settings
 from backfill_assets.storage.base import Slice
 from backfill_assets.symbols import InvalidTickerError
@@ -55,6 +56,14 @@ def _metadata(report: IngestReport, where: str, provider: BarProviderResource) -
     return metadata
 
 
+def _log_landed(context: dg.AssetExecutionContext, report: IngestReport, metadata: dict[str, Any]) -> None:
+    """Partitions that landed in a run that then fails are materialized; the backfill sees that."""
+    for key in report.rows:
+        context.log_event(
+            dg.AssetMaterialization(context.asset_key, partition=partition_key(key), metadata=metadata)
+        )
+
+
 @dg.asset(
     partitions_def=bars_partitions,
     # One run per value of the selection's smaller dimension (Dagster's rule for multi-partitions);
@@ -85,28 +94,35 @@ def bars(
         raise dg.Failure(description=str(exc), allow_retries=False) from None
     store = bar_store.build()
     provider = bar_provider.build(calendar)
+    budget = bar_store.memory_budget()
     try:
-        report = ingest(slices, provider, store, calendar, bar_provider.parsed_timeframe())
-    except ProviderError as exc:
-        if exc.permanent:
-            raise dg.Failure(description=str(exc), allow_retries=False) from None
-        raise
+        report, chunks = ingest_in_chunks(
+            slices, provider, store, calendar, bar_provider.parsed_timeframe(), budget
+        )
+    except (PartialIngestError, MemoryBudgetError) as exc:
+        cause = exc.cause if isinstance(exc, PartialIngestError) else exc
+        if isinstance(exc, PartialIngestError) and exc.landed:
+            _log_landed(context, exc.landed, _metadata(exc.landed, store.describe(), bar_provider))
+        if isinstance(cause, MemoryBudgetError) or getattr(cause, "permanent", False):
+            raise dg.Failure(description=str(cause), allow_retries=False) from None
+        raise cause from None
     context.log.info(
         f"wrote {report.total_rows} bars for {len(report.rows)} partition(s) in {report.requests} "
-        f"provider request(s), {report.duration_s:.2f} s"
+        f"provider request(s), {chunks} chunk(s), {report.duration_s:.2f} s"
     )
     if report.unlisted:
         context.log.warning(
             f"{len(report.unlisted)} partition(s) precede their ticker's first bar (not listed yet): "
             "stored empty, see `unlisted_partitions`"
         )
-    metadata = _metadata(report, store.describe(), bar_provider)
+    metadata = _metadata(report, store.describe(), bar_provider) | {
+        "chunks": chunks,
+        "memory_budget_mb": bar_store.memory_budget_mb,
+        "peak_rss_mb": round(peak_rss_mb(), 1),
+    }
     if not report.failed:
         return dg.MaterializeResult(metadata=metadata)
-    for key in report.rows:  # the partitions that did land are materialized; the backfill sees that
-        context.log_event(
-            dg.AssetMaterialization(context.asset_key, partition=partition_key(key), metadata=metadata)
-        )
+    _log_landed(context, report, metadata)
     reasons = sorted(set(report.failed.values()))
     raise dg.Failure(
         description=f"{len(report.failed)} partition(s) failed: {'; '.join(reasons)}",

@@ -13,19 +13,28 @@ from backfill_assets.defs.providers import (
     SyntheticProviderResource,
     YFinanceProviderResource,
 )
+from backfill_assets.memory import MemoryBudget
 from backfill_assets.providers.alpaca import DEFAULT_URL
 from backfill_assets.settings import Settings, get_settings
 from backfill_assets.storage.duckdb_store import DuckDBBarStore
 
 
 class BarStoreResource(dg.ConfigurableResource):
-    """The DuckDB file holding `bars`; writers queue on a file lock for at most `lock_timeout_s`."""
+    """The DuckDB file holding `bars` and the label tables, and the memory budget of the runs writing it.
+
+    Writers queue on a file lock for at most `lock_timeout_s`. A run processes its partitions in
+    chunks sized from `memory_budget_mb`, so its peak RSS does not grow with the partitions it holds.
+    """
 
     duckdb_path: str
     lock_timeout_s: float = Field(default=600.0, gt=0)
+    memory_budget_mb: int = Field(default=1024, ge=128, description="Peak RSS budget of one run (MB).")
 
     def build(self) -> DuckDBBarStore:
         return DuckDBBarStore(Path(self.duckdb_path), self.lock_timeout_s)
+
+    def memory_budget(self) -> MemoryBudget:
+        return MemoryBudget(float(self.memory_budget_mb))
 
 
 def provider_resource(settings: Settings) -> BarProviderResource:
@@ -59,6 +68,8 @@ def resources() -> dg.Definitions:
     return dg.Definitions(
         resources={
             "bar_provider": provider_resource(settings),
-            "bar_store": BarStoreResource(duckdb_path=str(settings.duckdb_path)),
+            "bar_store": BarStoreResource(
+                duckdb_path=str(settings.duckdb_path), memory_budget_mb=settings.memory_budget_mb
+            ),
         }
     )

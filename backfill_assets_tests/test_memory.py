@@ -1,0 +1,72 @@
+"""The memory budget: chunk sizes follow it, RSS is reported, and a run over budget fails clearly."""
+
+from pathlib import Path
+
+import dagster as dg
+import pytest
+
+from backfill_assets.defs.bars import bars
+from backfill_assets.defs.providers import SyntheticProviderResource
+from backfill_assets.defs.resources import BarStoreResource
+from backfill_assets.memory import MemoryBudget, MemoryBudgetError, chunk_by_size, rss_mb
+from backfill_assets.storage.duckdb_store import DuckDBBarStore
+
+RANGE_START, RANGE_END = "dagster/asset_partition_range_start", "dagster/asset_partition_range_end"
+
+
+def materialize(
+    instance: dg.DagsterInstance, db_path: Path, budget_mb: int, last: str = "2024-12-31"
+) -> dg.ExecuteInProcessResult:
+    store = BarStoreResource(duckdb_path=str(db_path), memory_budget_mb=budget_mb)
+    return dg.materialize(
+        [bars],
+        instance=instance,
+        resources={"bar_provider": SyntheticProviderResource(), "bar_store": store},
+        tags={RANGE_START: "2024-01-02|AAPL", RANGE_END: f"{last}|AAPL"},
+        raise_on_error=False,
+    )
+
+
+def test_chunks_follow_the_budget_and_rows_are_the_same(
+    instance: dg.DagsterInstance, db_path: Path, tmp_path: Path
+) -> None:
+    assert materialize(instance, tmp_path / "warm.duckdb", 4096, last="2024-01-03").success  # load libraries
+    baseline = rss_mb()
+    tight = materialize(
+        instance, db_path, int(baseline) + 60
+    )  # ~45 MB: about 78k of the year's 98k bars per chunk
+    roomy = materialize(instance, tmp_path / "roomy.duckdb", int(baseline) + 2000)
+    assert tight.success and roomy.success
+    (tight_mat,) = tight.asset_materializations_for_node("bars")[:1]
+    (roomy_mat,) = roomy.asset_materializations_for_node("bars")[:1]
+    assert tight_mat.metadata["chunks"].value > 1 and roomy_mat.metadata["chunks"].value == 1
+    assert tight_mat.metadata["peak_rss_mb"].value > 0
+    assert tight_mat.metadata["memory_budget_mb"].value == int(baseline) + 60
+    a = DuckDBBarStore(db_path).read_bars().drop(columns="fetched_at")
+    b = DuckDBBarStore(tmp_path / "roomy.duckdb").read_bars().drop(columns="fetched_at")
+    assert len(a) == 252 * 390 - 3 * 180 and a.equals(b)  # 2024: 252 sessions, three half days
+
+
+def test_a_budget_below_the_baseline_fails_clearly_and_writes_nothing(
+    instance: dg.DagsterInstance, db_path: Path
+) -> None:
+    result = materialize(instance, db_path, 128)  # a Dagster run process alone holds more
+    assert not result.success
+    error = result.get_step_failure_events()[0].step_failure_data.error
+    assert error is not None and "memory budget 128 MB is below this run's baseline RSS" in error.to_string()
+    assert not db_path.exists()
+
+
+def test_guard_pauses_then_fails_above_the_budget() -> None:
+    readings = iter([900.0, 900.0, 900.0, 900.0])
+    budget = MemoryBudget(512, pauses=3, pause_s=0.01, measure=lambda: next(readings))
+    with pytest.raises(MemoryBudgetError, match="RSS 900 MB stays above the run's memory budget 512 MB"):
+        budget.guard()
+    recovering = iter([900.0, 400.0])
+    MemoryBudget(512, pause_s=0.01, measure=lambda: next(recovering)).guard()  # memory came back: go on
+
+
+def test_chunk_by_size_keeps_order_and_limits() -> None:
+    items = [(i, 3) for i in range(7)]
+    assert chunk_by_size(items, 9) == [[0, 1, 2], [3, 4, 5], [6]]
+    assert chunk_by_size([("big", 50), ("x", 1)], 10) == [["big"], ["x"]]
