@@ -1,5 +1,6 @@
 """The memory budget: chunk sizes follow it, RSS is reported, and a run over budget fails clearly."""
 
+import datetime as dt
 from pathlib import Path
 
 import dagster as dg
@@ -8,9 +9,12 @@ import pytest
 from backfill_assets.defs.bars import bars
 from backfill_assets.defs.providers import SyntheticProviderResource
 from backfill_assets.defs.resources import BarStoreResource
+from backfill_assets.labels.materialize import LABEL_BYTES_PER_BAR, label_chunks
 from backfill_assets.memory import MemoryBudget, MemoryBudgetError, chunk_by_size, rss_mb
+from backfill_assets.storage.duckdb_labels import DuckDBLabelStore
 from backfill_assets.storage.duckdb_store import DuckDBBarStore
 
+D = dt.date
 RANGE_START, RANGE_END = "dagster/asset_partition_range_start", "dagster/asset_partition_range_end"
 
 
@@ -70,3 +74,18 @@ def test_chunk_by_size_keeps_order_and_limits() -> None:
     items = [(i, 3) for i in range(7)]
     assert chunk_by_size(items, 9) == [[0, 1, 2], [3, 4, 5], [6]]
     assert chunk_by_size([("big", 50), ("x", 1)], 10) == [["big"], ["x"]]
+
+
+def test_label_runs_chunk_by_ticker_history(instance: dg.DagsterInstance, db_path: Path) -> None:
+    store = BarStoreResource(duckdb_path=str(db_path))
+    for ticker in ("AAPL", "MSFT", "NVDA"):
+        tags = {RANGE_START: f"2024-01-02|{ticker}", RANGE_END: f"2024-01-12|{ticker}"}
+        resources = {"bar_provider": SyntheticProviderResource(), "bar_store": store}
+        assert dg.materialize([bars], instance=instance, resources=resources, tags=tags).success
+    labels = DuckDBLabelStore(store.build())
+    slices = [(t, d) for t in ("AAPL", "MSFT", "NVDA") for d in (D(2024, 1, 5), D(2024, 1, 8))]
+    # 1 MB free of a fixed 100 MB reading: 2,621 bars per chunk, one ticker's 1,950 bars (to 8 Jan) each
+    tight = MemoryBudget(100, bytes_per_bar=LABEL_BYTES_PER_BAR, measure=lambda: 99.0)
+    assert label_chunks(slices, labels, tight) == [slices[:2], slices[2:4], slices[4:]]
+    roomy = MemoryBudget(4096, bytes_per_bar=LABEL_BYTES_PER_BAR, measure=lambda: 99.0)
+    assert label_chunks(slices, labels, roomy) == [slices]

@@ -13,7 +13,15 @@ import dagster as dg
 from backfill_assets.defs.partitions import DATE, TICKER, bars_partitions, slices_from_context
 from backfill_assets.defs.resources import BarStoreResource
 from backfill_assets.labels.config import LabelSet, load_label_sets
-from backfill_assets.labels.materialize import LabelReport, halo_sessions, materialize_labels
+from backfill_assets.labels.materialize import (
+    LABEL_BYTES_PER_BAR,
+    LabelReport,
+    halo_sessions,
+    label_chunks,
+    materialize_labels,
+    merge_reports,
+)
+from backfill_assets.memory import MemoryBudget, MemoryBudgetError, peak_rss_mb
 from backfill_assets.settings import get_settings
 from backfill_assets.storage.duckdb_labels import DuckDBLabelStore
 from backfill_assets.symbols import InvalidTickerError
@@ -74,12 +82,27 @@ def label_asset(label_set: LabelSet) -> dg.AssetsDefinition:
             slices = slices_from_context(context)
         except InvalidTickerError as exc:
             raise dg.Failure(description=str(exc), allow_retries=False) from None
-        report = materialize_labels(label_set, slices, DuckDBLabelStore(bar_store.build()))
+        store = DuckDBLabelStore(bar_store.build())
+        budget = MemoryBudget(float(bar_store.memory_budget_mb), bytes_per_bar=LABEL_BYTES_PER_BAR)
+        reports: list[LabelReport] = []
+        try:
+            for chunk in label_chunks(slices, store, budget):
+                reports.append(materialize_labels(label_set, chunk, store))
+                budget.guard()
+        except MemoryBudgetError as exc:
+            raise dg.Failure(description=str(exc), allow_retries=False) from None
+        report = merge_reports(reports)
         context.log.info(
             f"{label_set.name}: {report.total_rows} rows for {len(report.rows)} partition(s) from "
-            f"{report.read_bars} bars, {report.pending} pending, {report.duration_s:.2f} s"
+            f"{report.read_bars} bars in {len(reports)} chunk(s), {report.pending} pending, "
+            f"{report.duration_s:.2f} s"
         )
-        return dg.MaterializeResult(metadata=_metadata(report, label_set))
+        metadata = _metadata(report, label_set) | {
+            "chunks": len(reports),
+            "memory_budget_mb": bar_store.memory_budget_mb,
+            "peak_rss_mb": round(peak_rss_mb(), 1),
+        }
+        return dg.MaterializeResult(metadata=metadata)
 
     return _labels
 

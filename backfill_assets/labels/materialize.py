@@ -17,11 +17,13 @@ import pandas as pd
 
 from backfill_assets.labels.compute import compute_labels, output_types
 from backfill_assets.labels.config import LabelSet
+from backfill_assets.memory import MemoryBudget, chunk_by_size
 from backfill_assets.storage.base import Slice
 from backfill_assets.storage.duckdb_labels import DuckDBLabelStore
 from backfill_assets.timeframes import Timeframe
 
 HALF_DAY_MINUTES = 210  # the shortest regular session (XNYS early close)
+LABEL_BYTES_PER_BAR = 300  # OHLC in, label columns out, per bar held by a label run
 
 
 def halo_bars(label_set: LabelSet) -> int:
@@ -78,4 +80,29 @@ def materialize_labels(
         pending=int(rows["pending"].sum()),
         read_bars=len(history),
         duration_s=time.monotonic() - started,
+    )
+
+
+def label_chunks(
+    slices: Collection[Slice], store: DuckDBLabelStore, budget: MemoryBudget
+) -> list[list[Slice]]:
+    """The run's slices grouped by ticker so each group's bar history fits the memory budget.
+
+    Each group is computed over its tickers' whole histories, so chunking never changes a value.
+    """
+    by_ticker: dict[str, list[Slice]] = {}
+    for ticker, day in sorted(set(slices)):
+        by_ticker.setdefault(ticker, []).append((ticker, day))
+    last = max(day for _, day in slices)
+    sizes = store.history_sizes(by_ticker, last)
+    groups = chunk_by_size([(t, sizes.get(t, 0)) for t in by_ticker], budget.bars_per_chunk())
+    return [[s for t in group for s in by_ticker[str(t)]] for group in groups]
+
+
+def merge_reports(reports: list[LabelReport]) -> LabelReport:
+    return LabelReport(
+        rows={k: v for r in reports for k, v in r.rows.items()},
+        pending=sum(r.pending for r in reports),
+        read_bars=sum(r.read_bars for r in reports),
+        duration_s=sum(r.duration_s for r in reports),
     )

@@ -55,6 +55,20 @@ class DuckDBLabelStore:
         frame.insert(0, "ticker", pd.Series(ticker))
         return frame  # session_date stays datetime64: millions of date objects would cost seconds
 
+    def history_sizes(self, tickers: Collection[str], last: dt.date) -> dict[str, int]:
+        """Stored bars per ticker up to session `last`: what a label run must hold in memory."""
+        if not self.bars.path.exists():
+            return {}
+        sql = (
+            "SELECT ticker, count(*) FROM bars WHERE list_contains($tickers, ticker) "
+            "AND session_date <= $last GROUP BY ticker"
+        )
+        with self.bars.connect(read_only=True) as con:
+            if not con.execute("SELECT 1 FROM duckdb_tables() WHERE table_name = 'bars'").fetchall():
+                return {}
+            rows = con.execute(sql, {"tickers": sorted(tickers), "last": last}).fetchall()
+        return {str(ticker): int(n) for ticker, n in rows}
+
     def replace_labels(
         self, table: str, types: Mapping[str, str], frame: pd.DataFrame, slices: Collection[Slice]
     ) -> int:
