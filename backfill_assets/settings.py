@@ -34,6 +34,7 @@ class Settings:
     requests_per_minute: int | None = None
     max_concurrent_requests: int | None = None
     memory_budget_mb: int = 1024
+    partitions_per_run: int | None = None  # None: single_run (one run per ticker or per date)
 
     @property
     def pool(self) -> str:
@@ -100,6 +101,7 @@ def load_settings(env: dict[str, str] | None = None, today: dt.date | None = Non
         requests_per_minute=_positive_int(env, "BACKFILL_REQUESTS_PER_MINUTE"),
         max_concurrent_requests=_positive_int(env, "BACKFILL_MAX_CONCURRENT_REQUESTS"),
         memory_budget_mb=_positive_int(env, "BACKFILL_MEMORY_BUDGET_MB") or 1024,
+        partitions_per_run=_positive_int(env, "BACKFILL_PARTITIONS_PER_RUN"),
     )
 
 

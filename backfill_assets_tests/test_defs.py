@@ -4,6 +4,8 @@ import dagster as dg
 import pytest
 
 from backfill_assets.definitions import defs
+from backfill_assets.defs.partitions import backfill_policy
+from backfill_assets.settings import load_settings
 
 
 @pytest.fixture(scope="module")
@@ -50,3 +52,9 @@ def test_bars_runs_in_its_provider_pool(repo: dg.Definitions) -> None:
 def test_universe_sensor_runs_by_default(repo: dg.Definitions) -> None:
     sensor = repo.resolve_sensor_def("ticker_universe_sensor")
     assert sensor.default_status == dg.DefaultSensorStatus.RUNNING
+
+
+def test_runs_batch_by_config() -> None:
+    assert backfill_policy(None) == dg.BackfillPolicy.single_run()
+    assert backfill_policy(25) == dg.BackfillPolicy.multi_run(max_partitions_per_run=25)
+    assert load_settings({"BACKFILL_PARTITIONS_PER_RUN": "25"}).partitions_per_run == 25

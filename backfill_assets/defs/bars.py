@@ -5,7 +5,7 @@ from typing import Any
 import dagster as dg
 
 from backfill_assets.chunked import PartialIngestError, ingest_in_chunks
-from backfill_assets.defs.partitions import bars_partitions, calendar, slices_from_context
+from backfill_assets.defs.partitions import backfill_policy, bars_partitions, calendar, slices_from_context
 from backfill_assets.defs.providers import (
     AlpacaProviderResource,
     BarProviderResource,
@@ -68,7 +68,7 @@ def _log_landed(context: dg.AssetExecutionContext, report: IngestReport, metadat
     partitions_def=bars_partitions,
     # One run per value of the selection's smaller dimension (Dagster's rule for multi-partitions);
     # single_run also lets `dagster asset materialize --partition-range` run ranges in one go.
-    backfill_policy=dg.BackfillPolicy.single_run(),
+    backfill_policy=backfill_policy(get_settings().partitions_per_run),
     pool=get_settings().pool,
     group_name="raw_bars",
     kinds={"duckdb"},

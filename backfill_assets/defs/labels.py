@@ -10,7 +10,13 @@ from typing import Any
 
 import dagster as dg
 
-from backfill_assets.defs.partitions import DATE, TICKER, bars_partitions, slices_from_context
+from backfill_assets.defs.partitions import (
+    DATE,
+    TICKER,
+    backfill_policy,
+    bars_partitions,
+    slices_from_context,
+)
 from backfill_assets.defs.resources import BarStoreResource
 from backfill_assets.labels.config import LabelSet, load_label_sets
 from backfill_assets.labels.materialize import (
@@ -69,7 +75,7 @@ def label_asset(label_set: LabelSet) -> dg.AssetsDefinition:
         key_prefix="labels",
         partitions_def=bars_partitions,
         deps=[dg.AssetDep("bars", partition_mapping=bars_mapping(label_set))],
-        backfill_policy=dg.BackfillPolicy.single_run(),
+        backfill_policy=backfill_policy(get_settings().partitions_per_run),
         group_name="labels",
         kinds={"duckdb", "numba"},
         automation_condition=RECOMPUTE,

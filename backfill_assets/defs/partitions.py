@@ -28,6 +28,15 @@ ticker_partitions = dg.DynamicPartitionsDefinition(name=TICKER_PARTITIONS)
 bars_partitions = dg.MultiPartitionsDefinition({DATE: session_partitions, TICKER: ticker_partitions})
 
 
+def backfill_policy(per_run: int | None) -> dg.BackfillPolicy:
+    """single_run by default: one run per ticker (or per date, whichever dimension the selection has
+    fewer of), the memory budget chunking inside it; `dagster asset materialize --partition-range`
+    needs it. BACKFILL_PARTITIONS_PER_RUN=N batches runs of at most N partitions instead."""
+    if per_run is None:
+        return dg.BackfillPolicy.single_run()
+    return dg.BackfillPolicy.multi_run(max_partitions_per_run=per_run)
+
+
 def slices_from_context(context: dg.AssetExecutionContext) -> list[Slice]:
     """The (ticker, session) pairs of a run, whatever its shape; tickers validated before any use."""
     slices = []
