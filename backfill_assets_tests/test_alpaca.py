@@ -216,3 +216,27 @@ def test_a_newly_listed_symbol_is_empty_before_its_listing(
     assert counts == {D(2024, 3, 6): 390, D(2024, 3, 7): 390}
     (mat, *_) = result.asset_materializations_for_node("bars")
     assert mat.metadata["unlisted_partitions"].value == ["2024-03-04|NVDA", "2024-03-05|NVDA"]
+
+
+def test_budget_follows_an_instance_on_postgres(
+    alpaca: AlpacaServer, db_path: Path, postgres_url: str
+) -> None:
+    name = f"backfill_instance_{os.getpid()}"
+    with psycopg.connect(postgres_url, autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    url = postgres_url.rsplit("/", 1)[0] + f"/{name}"
+    try:
+        with dg.instance_for_test(overrides={"storage": {"postgres": {"postgres_url": url}}}) as instance:
+            instance.add_dynamic_partitions("tickers", ["AAPL"])
+            tags = {RANGE_START: "2024-03-05|AAPL", RANGE_END: "2024-03-05|AAPL"}
+            assert run_bars(instance, alpaca, db_path, tags, requests_per_minute=777).success
+            close_shared_budgets()
+            instance.get_run_records()  # the instance itself is on Postgres
+        with psycopg.connect(url) as conn:
+            row = conn.execute("SELECT count(*) FROM ratelimit___budget_alpaca_777").fetchone()
+        assert (
+            row is not None and row[0] == alpaca.count() == 1
+        )  # the budget lived in the instance's database
+    finally:
+        with psycopg.connect(postgres_url, autocommit=True) as conn:
+            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
