@@ -72,13 +72,13 @@ def _backfill(args: argparse.Namespace) -> int:
     assets = headless.asset_paths(args.assets.split(","), known)
     tickers = parse_tickers(args.tickers) if args.tickers else list(load_settings().universe)
     sessions = headless.session_range(calendar, args.start, args.end)
+    tags = {"provider": load_settings().provider, **_tags(args.tag)}
     ensure_dagster_home()
     with dg.DagsterInstance.get() as instance:
         new = missing_tickers(tickers, instance.get_dynamic_partitions(TICKER_PARTITIONS))
         instance.add_dynamic_partitions(TICKER_PARTITIONS, new)
     if new:
         print(f"registered {len(new)} new ticker(s): {', '.join(new)}")
-    tags = {"provider": load_settings().provider, **_tags(args.tag)}
     title = args.title or f"{','.join(assets)}: {len(tickers)} tickers x {len(sessions)} sessions"
     backfill_id = headless.launch(args.url, assets, tickers, sessions, title, tags)
     print(f"launched backfill {backfill_id}: {len(tickers) * len(sessions)} partitions per asset")

@@ -112,3 +112,30 @@ def test_cli_materializes_labels_after_bars(project_env: dict[str, str], db_path
         stored = store.read_labels(table)
         assert len(stored) == 4 * 390 - 180  # the 3 Jul half day has 210 bars; 4 Jul is a holiday
         assert stored["pending"].sum() <= 60  # only the last hour waits for the next session
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--start", "2024-03-08", "--end", "2024-03-01"], "--end 2024-03-01 is before --start 2024-03-08"),
+        (["--start", "2024-13-01"], "dates must be ISO"),
+        (["--start", "2023-06-01"], "2023-06-01..2023-06-01 is outside the partitions"),
+        (["--start", "2024-07-04"], "no trading session between 2024-07-04 and 2024-07-04"),
+        (["--start", "2024-03-01", "--assets", "bars,labels/nope"], "unknown asset 'labels/nope'"),
+        (["--start", "2024-03-01", "--tickers", "AAPL,DROP;"], "invalid ticker 'DROP;'"),
+        (["--start", "2024-03-01", "--tag", "novalue"], "--tag expects key=value, got 'novalue'"),
+    ],
+    ids=["inverted", "not-iso", "before-start", "holiday", "asset", "ticker", "tag"],
+)
+def test_backfill_rejects_bad_arguments(project_env: dict[str, str], args: list[str], message: str) -> None:
+    env = {**project_env, "DAGSTER_WEBSERVER_URL": "http://127.0.0.1:9"}  # never reached
+    result = run([str(BIN / "backfill-assets"), "backfill", *args], env)
+    assert result.returncode == 2 and message in result.stderr, result.stderr
+
+
+def test_setup_sets_the_pool_limits(project_env: dict[str, str]) -> None:
+    result = run([str(BIN / "backfill-assets"), "setup", "--limit", "alpaca_api=3"], project_env)
+    assert result.returncode == 0, result.stderr
+    assert "synthetic_api=4, alpaca_api=3, yfinance_api=1" in result.stdout
+    info = run([str(BIN / "dagster"), "instance", "concurrency", "get", "alpaca_api"], project_env)
+    assert "3" in info.stdout
