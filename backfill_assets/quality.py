@@ -15,14 +15,38 @@ import pandas as pd
 from backfill_assets.calendar import TradingCalendar
 from backfill_assets.timeframes import Timeframe
 
+# The ordering rules judge only complete rows: a missing price counts once, under its own rule.
+PRICES_OK = "coalesce(isfinite(open + high + low + close), FALSE)"
 BAR_RULES: Mapping[str, str] = {
-    "missing_or_non_positive_price": "isfinite(open) AND isfinite(high) AND isfinite(low) "
-    "AND isfinite(close) AND least(open, high, low, close) > 0",
-    "high_below_open_close": "high >= greatest(open, close)",
-    "low_above_open_close": "low <= least(open, close)",
+    "missing_or_non_positive_price": f"{PRICES_OK} AND least(open, high, low, close) > 0",
+    "high_below_open_close": f"NOT {PRICES_OK} OR high >= greatest(open, close)",
+    "low_above_open_close": f"NOT {PRICES_OK} OR low <= least(open, close)",
     "negative_or_missing_volume": "isfinite(volume) AND volume >= 0",
 }
 NS_PER_MINUTE = 60_000_000_000
+COVERAGE = ("sessions_checked", "short_sessions", "missing_bars", "excess_sessions", "excess_bars",
+            "unjudged_sessions")  # fmt: skip
+# Per label kind; {h} is the horizon. A pending row holds no value; mfe >= mae since high >= low.
+LABEL_RULES: Mapping[str, Mapping[str, str]] = {
+    "triple_barrier": {
+        "label_outside_domain": "label IS NULL OR label IN (-1, 0, 1)",
+        "bars_to_exit_out_of_range": "bars_to_exit IS NULL OR bars_to_exit BETWEEN 1 AND {h}",
+        "amb_without_label": "amb IS NULL OR label IS NOT NULL",
+        "partial_label": "(label IS NULL) = (bars_to_exit IS NULL) AND (label IS NULL) = (ret IS NULL)",
+        "pending_with_value": "NOT pending OR label IS NULL",
+    },
+    "vol_scaled_return": {
+        "vsr_not_finite": "vsr IS NULL OR isfinite(vsr)",
+        "pending_with_value": "NOT pending OR vsr IS NULL",
+    },
+    "mfe_mae": {
+        "mfe_below_mae": "mfe IS NULL OR mae IS NULL OR mfe >= mae",
+        "excursion_below_minus_one": "(mfe IS NULL OR mfe > -1) AND (mae IS NULL OR mae > -1)",
+        "partial_label": "(mfe IS NULL) = (mae IS NULL)",
+        "pending_with_value": "NOT pending OR mfe IS NULL",
+    },
+}
+COMMON_LABEL_RULES = {"negative_trgt": "trgt IS NULL OR trgt >= 0", "missing_pending": "pending IS NOT NULL"}
 
 
 @dataclass(frozen=True)
@@ -37,21 +61,18 @@ class Violations:
 
 @dataclass(frozen=True)
 class Coverage:
-    """(ticker, session) bar counts against the calendar; `unjudged`: off-calendar or unknown timeframe."""
+    """Counts of stored (ticker, session) pairs short of or beyond the calendar's bar count (COVERAGE
+    keys; `unjudged_sessions`: off the calendar's range or an unknown timeframe), and the worst pairs."""
 
-    sessions: int
-    short_sessions: int
-    missing_bars: int
-    excess_sessions: int
-    excess_bars: int
-    unjudged_sessions: int
+    counts: dict[str, int]
     worst_short: pd.DataFrame
     worst_excess: pd.DataFrame
 
 
 @dataclass(frozen=True)
 class Pending:
-    """Pending label rows; `stale`: H or more bars follow them; `beyond_reach`: sessions they cannot span."""
+    """Pending label rows; `stale`: H or more bars follow them; `beyond_reach`: in a session followed
+    by as many stored sessions as H bars can span."""
 
     pending: int
     stale: int
@@ -61,6 +82,15 @@ class Pending:
 
 def table_exists(con: duckdb.DuckDBPyConnection, table: str) -> bool:
     query = "SELECT 1 FROM duckdb_tables() WHERE table_name = ?"
+    return bool(con.execute(query, [table]).fetchall())
+
+
+def enforces_unique_key(con: duckdb.DuckDBPyConnection, table: str) -> bool:
+    """Whether DuckDB itself keeps (ticker, ts) unique: a PRIMARY KEY or UNIQUE constraint on exactly it."""
+    query = (
+        "SELECT 1 FROM duckdb_constraints() WHERE table_name = ? AND constraint_type IN "
+        "('PRIMARY KEY', 'UNIQUE') AND list_sort(constraint_column_names) = ['ticker', 'ts']"
+    )
     return bool(con.execute(query, [table]).fetchall())
 
 
@@ -102,10 +132,8 @@ def duplicate_keys(con: duckdb.DuckDBPyConnection, table: str, examples: int = 5
 
 
 def bars_per_session(calendar: TradingCalendar, day: dt.date, timeframe: Timeframe) -> int:
-    """Bars a complete session holds: clock-aligned buckets from the open's bucket to the close.
-
-    A 1Hour bar starting 9:00 covers 9:30-9:59, so 390 minutes give 7 bars and a 210-minute half day
-    4 (ceil of minutes / bar minutes whenever the open is on a whole hour or half hour)."""
+    """Bars in a complete session: clock-aligned buckets from the open's to the close (a 1Hour bar at
+    9:00 covers 9:30-9:59: 7 bars on 390 minutes, 4 on a 210-minute half day, i.e. ceil(min / tf))."""
     if timeframe.is_daily:
         return 1
     open_, close = calendar.open_close(day)
@@ -118,9 +146,9 @@ def expected_bars(calendar: TradingCalendar, timeframes: Iterable[Timeframe]) ->
     0 on weekends and holidays, so any bar stored on them counts as an excess."""
     days = pd.date_range(calendar.first_session, calendar.last_session, freq="D").date
     rows = [
-        (day, tf.name, bars_per_session(calendar, day, tf) if calendar.is_session(day) else 0)
+        (d, tf.name, bars_per_session(calendar, d, tf) if calendar.is_session(d) else 0)
         for tf in timeframes
-        for day in days
+        for d in days
     ]
     return pd.DataFrame(rows, columns=["session_date", "timeframe", "expected"])
 
@@ -131,18 +159,15 @@ def session_coverage(
     """Stored bars per (ticker, session) against `expected` (from expected_bars), in one aggregate."""
     empty = pd.DataFrame(columns=["ticker", "session_date", "bars", "expected"])
     if not table_exists(con, table):
-        return Coverage(0, 0, 0, 0, 0, 0, empty, empty)
+        return Coverage(dict.fromkeys(COVERAGE, 0), empty, empty)
     con.register("_expected", expected)
+    name = _quoted(table)
     detail = "{'ticker': ticker, 'session_date': session_date, 'bars': bars, 'expected': expected}"
     row = con.execute(
         f"""
-        WITH counts AS (
-            SELECT ticker, session_date, timeframe, count(*) AS bars FROM {_quoted(table)} GROUP BY ALL
-        ), judged AS (
-            SELECT c.*, e.expected FROM counts c
-            LEFT JOIN _expected e ON c.session_date = CAST(e.session_date AS DATE)
-            AND c.timeframe = e.timeframe
-        )
+        WITH counts AS (SELECT ticker, session_date, timeframe, count(*) AS bars FROM {name} GROUP BY ALL),
+        judged AS (SELECT c.*, e.expected FROM counts c LEFT JOIN _expected e
+                   ON c.session_date = CAST(e.session_date AS DATE) AND c.timeframe = e.timeframe)
         SELECT count(*),
             count_if(bars < expected), coalesce(sum(expected - bars) FILTER (bars < expected), 0),
             count_if(bars > expected), coalesce(sum(bars - expected) FILTER (bars > expected), 0),
@@ -155,17 +180,15 @@ def session_coverage(
     ).fetchall()[0]
     con.unregister("_expected")
     worst_short, worst_excess = (pd.DataFrame(items or [], columns=empty.columns) for items in row[6:])
-    return Coverage(*(int(v) for v in row[:6]), worst_short=worst_short, worst_excess=worst_excess)
+    return Coverage(dict(zip(COVERAGE, map(int, row[:6]), strict=True)), worst_short, worst_excess)
 
 
 def pending_rows(
     con: duckdb.DuckDBPyConnection, table: str, horizon: int, reach_sessions: int, examples: int = 10
 ) -> Pending:
-    """Pending rows of label `table`, judged against the ticker's bars in `bars`.
-
-    A row may wait only while fewer than `horizon` bars follow it (0 for session-bounded sets: never).
-    `reach_sessions` is how many later sessions `horizon` bars can span at most; a pending row with
-    that many later sessions stored means those sessions are short of bars."""
+    """Pending rows of label `table` against `bars`: a row may wait only while fewer than `horizon` bars
+    follow it (0: never); with `reach_sessions` (the most sessions H bars span) later sessions stored,
+    those sessions are short of bars."""
     columns = ["ticker", "session_date", "pending", "stale", "later_sessions"]
     if not table_exists(con, table) or not table_exists(con, "bars"):
         return Pending(0, 0, 0, pd.DataFrame(columns=columns))
@@ -193,27 +216,5 @@ def pending_rows(
 
 
 def label_rules(kind: str, horizon: int) -> dict[str, str]:
-    """Value-domain rules of a label table of `kind` (labels/compute.py output_types)."""
-    if kind == "triple_barrier":
-        rules = {
-            "label_outside_domain": "label IS NULL OR label IN (-1, 0, 1)",
-            "bars_to_exit_out_of_range": f"bars_to_exit IS NULL OR bars_to_exit BETWEEN 1 AND {int(horizon)}",
-            "amb_without_label": "amb IS NULL OR label IS NOT NULL",
-            "partial_label": "(label IS NULL) = (bars_to_exit IS NULL) AND (label IS NULL) = (ret IS NULL)",
-            "pending_with_value": "NOT pending OR label IS NULL",
-        }
-    elif kind == "vol_scaled_return":
-        rules = {
-            "vsr_not_finite": "vsr IS NULL OR isfinite(vsr)",
-            "pending_with_value": "NOT pending OR vsr IS NULL",
-        }
-    elif kind == "mfe_mae":
-        rules = {
-            "mfe_below_mae": "mfe IS NULL OR mae IS NULL OR mfe >= mae",
-            "excursion_below_minus_one": "(mfe IS NULL OR mfe > -1) AND (mae IS NULL OR mae > -1)",
-            "partial_label": "(mfe IS NULL) = (mae IS NULL)",
-            "pending_with_value": "NOT pending OR mfe IS NULL",
-        }
-    else:
-        raise ValueError(f"unknown label kind {kind!r}")
-    return rules | {"negative_trgt": "trgt IS NULL OR trgt >= 0", "missing_pending": "pending IS NOT NULL"}
+    """Value-domain rules of a label table of `kind` (labels/compute.py output_types), with `horizon`."""
+    return {name: sql.format(h=int(horizon)) for name, sql in LABEL_RULES[kind].items()} | COMMON_LABEL_RULES

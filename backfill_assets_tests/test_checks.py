@@ -1,0 +1,274 @@
+"""Asset checks through real Dagster runs on real DuckDB files: clean data passes, corruption fails."""
+
+import datetime as dt
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+import duckdb
+import pytest
+
+from backfill_assets import quality
+from backfill_assets.calendar import TradingCalendar
+from backfill_assets.definitions import defs
+from backfill_assets.defs.bars import bars
+from backfill_assets.defs.checks import (
+    bars_session_coverage,
+    label_checks,
+    ohlc_consistency,
+    unique_ticker_ts,
+)
+from backfill_assets.defs.labels import label_asset
+from backfill_assets.defs.providers import SyntheticProviderResource
+from backfill_assets.defs.resources import BarStoreResource
+from backfill_assets.labels.config import DEFAULT_FILE, load_label_sets
+from backfill_assets.storage.duckdb_store import DuckDBBarStore
+from backfill_assets.timeframes import TIMEFRAMES
+
+RANGE_START, RANGE_END = "dagster/asset_partition_range_start", "dagster/asset_partition_range_end"
+FIRST, LAST = "2024-07-01", "2024-07-05"  # 3 Jul is a 210-minute half day, 4 Jul a holiday
+SETS = {s.kind: s for s in load_label_sets(DEFAULT_FILE)}  # the project's own label sets (H=60)
+LABELS = [label_asset(s) for s in SETS.values()]
+CHECKS = [ohlc_consistency, unique_ticker_ts, bars_session_coverage] + [
+    check for s in SETS.values() for check in label_checks(s)
+]
+ALL_CHECKS = dg.AssetSelection.all_asset_checks()
+Results = dict[str, dg.AssetCheckEvaluation]
+
+
+def run(
+    instance: dg.DagsterInstance, db_path: Path, selection: Any, timeframe: str = "1Min", **kwargs: Any
+) -> Results:
+    """One real run of `selection` (assets and/or checks); check evaluations by 'asset:check'."""
+    resources = {
+        "bar_store": BarStoreResource(duckdb_path=str(db_path)),
+        "bar_provider": SyntheticProviderResource(timeframe=timeframe),
+    }
+    result = dg.materialize(
+        [bars, *LABELS, *CHECKS], instance=instance, resources=resources, selection=selection, **kwargs
+    )
+    assert result.success
+    return {f"{e.asset_key.to_user_string()}:{e.check_name}": e for e in result.get_asset_check_evaluations()}
+
+
+def load(instance: dg.DagsterInstance, db_path: Path, tickers: tuple[str, ...], first: str, last: str,
+         selection: Any = "bars", timeframe: str = "1Min") -> Results:  # fmt: skip
+    """Materialize `selection` over sessions [first, last], one ranged run per ticker."""
+    results: Results = {}
+    for ticker in tickers:
+        tags = {RANGE_START: f"{first}|{ticker}", RANGE_END: f"{last}|{ticker}"}
+        results |= run(instance, db_path, selection, timeframe, tags=tags)
+    return results
+
+
+def values(evaluation: dg.AssetCheckEvaluation, *keys: str) -> dict[str, Any]:
+    return {k: evaluation.metadata[k].value for k in keys}
+
+
+def sql(db_path: Path, *statements: str) -> None:
+    with DuckDBBarStore(db_path).connect(read_only=False) as con:
+        for statement in statements:
+            con.execute(statement)
+
+
+BAR_SELECTION = dg.AssetSelection.assets(bars) | dg.AssetSelection.checks_for_assets(bars)
+BAR_CHECKS = (
+    "bars:ohlc_consistency",
+    "bars:unique_ticker_ts",
+    "bars:session_shortfall",
+    "bars:session_excess",
+)
+
+
+@pytest.mark.parametrize("timeframe, full, half", [("1Min", 390, 210), ("1Hour", 7, 4)])
+def test_bars_checks_pass_on_clean_bars_including_the_half_day(
+    instance: dg.DagsterInstance, db_path: Path, timeframe: str, full: int, half: int
+) -> None:
+    results = load(instance, db_path, ("AAPL", "MSFT"), FIRST, LAST, BAR_SELECTION, timeframe)
+    assert {k for k, e in results.items() if e.passed} == set(BAR_CHECKS)
+    assert values(results["bars:ohlc_consistency"], "rows_checked")["rows_checked"] == 2 * (3 * full + half)
+    assert values(results["bars:unique_ticker_ts"], "enforced_by_constraint") == {
+        "enforced_by_constraint": True
+    }
+    coverage = values(results["bars:session_shortfall"], "sessions_checked", "unjudged_sessions")
+    assert coverage == {"sessions_checked": 8, "unjudged_sessions": 0}
+
+
+def test_bars_checks_catch_a_bad_high_a_missing_minute_and_an_extra_bar(
+    instance: dg.DagsterInstance, db_path: Path
+) -> None:
+    load(instance, db_path, ("AAPL", "MSFT"), FIRST, LAST)
+    sql(
+        db_path,
+        "UPDATE bars SET high = least(open, close) - 0.01 WHERE ticker = 'AAPL' "
+        "AND ts = (SELECT min(ts) FROM bars WHERE ticker = 'AAPL')",
+        "DELETE FROM bars WHERE ticker = 'AAPL' AND ts = TIMESTAMPTZ '2024-07-03 15:00:00+00'",  # 11:00 ET
+        # a bar stamped at the 16:00 close: one more than the session holds
+        "INSERT INTO bars SELECT * REPLACE (ts + INTERVAL 1 MINUTE AS ts) FROM bars WHERE ticker = 'MSFT' "
+        "AND ts = (SELECT max(ts) FROM bars WHERE ticker = 'MSFT' AND session_date = DATE '2024-07-02')",
+    )
+    results = run(instance, db_path, dg.AssetSelection.checks_for_assets(bars))
+    ohlc = results["bars:ohlc_consistency"]
+    assert not ohlc.passed and ohlc.severity == dg.AssetCheckSeverity.ERROR
+    assert values(ohlc, "violating_rows", "high_below_open_close", "low_above_open_close") == {
+        "violating_rows": 1, "high_below_open_close": 1, "low_above_open_close": 0
+    }  # fmt: skip
+    short = results["bars:session_shortfall"]
+    print({k: v.value for k, v in short.metadata.items()})
+    assert not short.passed and short.severity == dg.AssetCheckSeverity.WARN
+    assert values(short, "short_sessions", "missing_bars") == {"short_sessions": 1, "missing_bars": 1}
+    assert "| AAPL     | 2024-07-03     |    209 |        210 |" in str(
+        short.metadata["worst_shortfalls"].value
+    )
+    excess = results["bars:session_excess"]
+    assert not excess.passed and excess.severity == dg.AssetCheckSeverity.ERROR
+    assert values(excess, "excess_sessions", "excess_bars") == {"excess_sessions": 1, "excess_bars": 1}
+    assert "MSFT" in str(excess.metadata["worst_excess"].value)
+    assert results["bars:unique_ticker_ts"].passed
+
+
+def test_duplicates_fail_where_the_table_has_no_primary_key(
+    instance: dg.DagsterInstance, db_path: Path
+) -> None:
+    """DuckDB's PRIMARY KEY refuses duplicates, so the check is exercised on a key-less `bars` (as a
+    file written by other tools could have): the same SQL, the same Dagster check."""
+    load(instance, db_path, ("AAPL",), FIRST, FIRST)
+    sql(
+        db_path,
+        "CREATE TABLE bars_copy AS SELECT * FROM bars",
+        "DROP TABLE bars",
+        "ALTER TABLE bars_copy RENAME TO bars",
+        "INSERT INTO bars SELECT * FROM bars ORDER BY ts LIMIT 2",
+    )
+    results = run(instance, db_path, dg.AssetSelection.checks_for_assets(bars))
+    unique = results["bars:unique_ticker_ts"]
+    assert not unique.passed and unique.severity == dg.AssetCheckSeverity.ERROR
+    assert values(unique, "duplicated_keys", "surplus_rows", "enforced_by_constraint") == {
+        "duplicated_keys": 2, "surplus_rows": 2, "enforced_by_constraint": False
+    }  # fmt: skip
+    assert values(results["bars:session_excess"], "excess_bars")["excess_bars"] == 2
+
+
+def test_duplicate_keys_counts_keys_and_surplus_rows() -> None:
+    con = duckdb.connect()
+    rows = "('A', 1), ('A', 1), ('A', 1), ('A', 2), ('B', 1)"
+    con.execute(f"CREATE TABLE t AS SELECT * FROM (VALUES {rows}) v(ticker, ts)")
+    found = quality.duplicate_keys(con, "t")
+    assert (found.rows, found.counts) == (5, {"duplicated_keys": 1, "surplus_rows": 2})
+    assert quality.duplicate_keys(con, "missing").counts == {"duplicated_keys": 0, "surplus_rows": 0}
+
+
+@pytest.mark.parametrize(
+    "name, full, half",
+    [("1Min", 390, 210), ("5Min", 78, 42), ("15Min", 26, 14), ("1Hour", 7, 4), ("1Day", 1, 1)],
+)
+def test_bars_per_session_counts_clock_aligned_bars(
+    calendar: TradingCalendar, name: str, full: int, half: int
+) -> None:
+    timeframe = TIMEFRAMES[name]
+    assert quality.bars_per_session(calendar, dt.date(2024, 7, 2), timeframe) == full
+    assert quality.bars_per_session(calendar, dt.date(2024, 7, 3), timeframe) == half
+    expected = quality.expected_bars(calendar, [timeframe]).set_index("session_date")["expected"]
+    assert expected[dt.date(2024, 7, 4)] == 0 and expected[dt.date(2024, 7, 6)] == 0  # holiday, Saturday
+
+
+def test_label_domains_pass_on_computed_labels_and_fail_on_corrupt_values(
+    instance: dg.DagsterInstance, db_path: Path
+) -> None:
+    results = load(instance, db_path, ("AAPL",), FIRST, LAST, selection=None)
+    assert all(e.passed for e in results.values()) and len(results) == len(CHECKS) + 1
+    tb, mfe = SETS["triple_barrier"], SETS["mfe_mae"]
+    first_labelled = f"(SELECT min(ts) FROM labels_{tb.name} WHERE label IS NOT NULL)"
+    sql(
+        db_path,
+        f"UPDATE labels_{tb.name} SET label = 2 WHERE ts = {first_labelled}",
+        f"UPDATE labels_{tb.name} SET bars_to_exit = {tb.horizon + 1} WHERE ts = (SELECT max(ts) FROM "
+        f"labels_{tb.name} WHERE label IS NOT NULL)",
+        f"UPDATE labels_{mfe.name} SET mfe = mae - 0.01 WHERE ts = (SELECT min(ts) FROM labels_{mfe.name} "
+        "WHERE mfe IS NOT NULL)",
+    )
+    results = run(instance, db_path, ALL_CHECKS)
+    domains = results[f"labels/{tb.name}:value_domains"]
+    assert not domains.passed and domains.severity == dg.AssetCheckSeverity.ERROR
+    assert values(domains, "violating_rows", "label_outside_domain", "bars_to_exit_out_of_range") == {
+        "violating_rows": 2, "label_outside_domain": 1, "bars_to_exit_out_of_range": 1
+    }  # fmt: skip
+    excursions = results[f"labels/{mfe.name}:value_domains"]
+    assert not excursions.passed and values(excursions, "mfe_below_mae") == {"mfe_below_mae": 1}
+    assert results[f"labels/{SETS['vol_scaled_return'].name}:value_domains"].passed
+
+
+def test_pending_rows_fail_when_enough_bars_follow_and_warn_when_later_sessions_are_short(
+    instance: dg.DagsterInstance, db_path: Path
+) -> None:
+    """MFE/MAE has no barrier to stop early: exactly the rows followed by fewer than H bars wait."""
+    excursions = SETS["mfe_mae"]
+    check, horizon = f"labels/{excursions.name}:pending_resolved", excursions.horizon
+    asset = LABELS[list(SETS).index("mfe_mae")]
+    labels = dg.AssetSelection.assets(asset) | dg.AssetSelection.checks_for_assets(asset)
+    load(instance, db_path, ("AAPL",), FIRST, "2024-07-02")
+    waiting = load(instance, db_path, ("AAPL",), FIRST, "2024-07-02", labels)[check]
+    assert waiting.passed and values(waiting, "pending_rows") == {"pending_rows": horizon}
+
+    load(instance, db_path, ("AAPL",), "2024-07-03", "2024-07-03")  # 210 bars follow: labels are due
+    stale = run(instance, db_path, ALL_CHECKS)[check]
+    assert not stale.passed and stale.severity == dg.AssetCheckSeverity.ERROR
+    assert values(stale, "pending_rows", "stale_pending_rows") == {
+        "pending_rows": horizon,
+        "stale_pending_rows": horizon,
+    }
+
+    resolved = load(instance, db_path, ("AAPL",), "2024-07-02", "2024-07-02", labels)[check]
+    assert resolved.passed and values(resolved, "pending_rows") == {"pending_rows": 0}
+
+    # 3 Jul keeps its first 10 bars: the last H - 10 rows of 2 Jul wait legitimately, yet a whole
+    # later session is stored, short of the bars that would have resolved them
+    sql(db_path, "DELETE FROM bars WHERE ts >= TIMESTAMPTZ '2024-07-03 13:40:00+00'")  # 9:40 ET
+    short = load(instance, db_path, ("AAPL",), "2024-07-02", "2024-07-02", labels)[check]
+    assert not short.passed and short.severity == dg.AssetCheckSeverity.WARN
+    assert values(short, "pending_rows", "stale_pending_rows", "pending_beyond_reach") == {
+        "pending_rows": horizon - 10,
+        "stale_pending_rows": 0,
+        "pending_beyond_reach": horizon - 10,
+    }
+
+
+def test_code_location_has_every_check() -> None:
+    keys = {k.to_user_string() for k in defs().resolve_asset_graph().asset_check_keys}
+    labels = {f"labels/{name}:{check}" for name in ("enhanced_triple_barrier", "vol_scaled_return", "mfe_mae")
+              for check in ("value_domains", "pending_resolved")}  # fmt: skip
+    assert keys == set(BAR_CHECKS) | labels
+
+
+@pytest.mark.parametrize(
+    "row, rule",
+    [
+        ("(10, 9.5, 9, 10, 100)", "high_below_open_close"),
+        ("(10, 11, 10.5, 10.2, 100)", "low_above_open_close"),
+        ("(0, 11, 0, 10, 100)", "missing_or_non_positive_price"),
+        ("(NULL, 11, 9, 10, 100)", "missing_or_non_positive_price"),
+        ("(10, 11, 9, 'nan'::DOUBLE, 100)", "missing_or_non_positive_price"),
+        ("(10, 11, 9, 10, -1)", "negative_or_missing_volume"),
+    ],
+)
+def test_bar_rules_flag_each_kind_of_bad_bar(row: str, rule: str) -> None:
+    con = duckdb.connect()
+    con.execute(
+        "CREATE TABLE bars AS SELECT 'AAPL' AS ticker, TIMESTAMPTZ '2024-07-01 13:30:00+00' AS ts, "
+        "open::DOUBLE AS open, high::DOUBLE AS high, low::DOUBLE AS low, close::DOUBLE AS close, "
+        f"volume::DOUBLE AS volume FROM (VALUES (10, 11, 9, 10, 0), {row}) v(open, high, low, close, volume)"
+    )
+    found = quality.rule_violations(con, "bars", quality.BAR_RULES)
+    assert (found.rows, found.bad_rows) == (2, 1)
+    assert {name for name, n in found.counts.items() if n} == {rule}
+    assert len(found.examples) == 1 and bool(found.examples.loc[0, rule])
+
+
+def test_session_bounded_labels_never_wait() -> None:
+    """With no forward halo (cross_session: false) any pending row is stale, whatever follows it."""
+    con = duckdb.connect()
+    con.execute("CREATE TABLE bars AS SELECT 'AAPL' AS ticker, TIMESTAMPTZ '2024-07-01 13:30:00+00' AS ts, "
+                "DATE '2024-07-01' AS session_date")  # fmt: skip
+    con.execute("CREATE TABLE labels_x AS SELECT *, TRUE AS pending FROM bars")
+    assert quality.pending_rows(con, "labels_x", horizon=0, reach_sessions=0).stale == 1
+    assert quality.pending_rows(con, "labels_x", horizon=60, reach_sessions=1).stale == 0
