@@ -13,6 +13,7 @@ import duckdb
 import pandas as pd
 
 from backfill_assets.calendar import TradingCalendar
+from backfill_assets.storage.duckdb_store import table_exists
 from backfill_assets.timeframes import Timeframe
 
 # The ordering rules judge only complete rows: a missing price counts once, under its own rule.
@@ -78,11 +79,6 @@ class Pending:
     stale: int
     beyond_reach: int
     examples: pd.DataFrame
-
-
-def table_exists(con: duckdb.DuckDBPyConnection, table: str) -> bool:
-    query = "SELECT 1 FROM duckdb_tables() WHERE table_name = ?"
-    return bool(con.execute(query, [table]).fetchall())
 
 
 def enforces_unique_key(con: duckdb.DuckDBPyConnection, table: str) -> bool:

@@ -10,7 +10,7 @@ from collections.abc import Collection, Mapping
 import pandas as pd
 
 from backfill_assets.storage.base import Slice, StoreError
-from backfill_assets.storage.duckdb_store import DuckDBBarStore
+from backfill_assets.storage.duckdb_store import DuckDBBarStore, table_exists
 
 OHLC = "ticker, ts, session_date, open, high, low, close"
 
@@ -48,7 +48,7 @@ class DuckDBLabelStore:
             "WHERE rn <= $halo ORDER BY code, ts"
         )
         with self.bars.connect(read_only=True) as con:
-            if not con.execute("SELECT 1 FROM duckdb_tables() WHERE table_name = 'bars'").fetchall():
+            if not table_exists(con, "bars"):
                 return empty
             frame = con.execute(sql, {"tickers": names, "last": last, "halo": halo_bars}).df()
         ticker = pd.Categorical.from_codes(frame.pop("code").to_numpy(), categories=pd.Index(names))
@@ -64,7 +64,7 @@ class DuckDBLabelStore:
             "AND session_date <= $last GROUP BY ticker"
         )
         with self.bars.connect(read_only=True) as con:
-            if not con.execute("SELECT 1 FROM duckdb_tables() WHERE table_name = 'bars'").fetchall():
+            if not table_exists(con, "bars"):
                 return {}
             rows = con.execute(sql, {"tickers": sorted(tickers), "last": last}).fetchall()
         return {str(ticker): int(n) for ticker, n in rows}
@@ -82,24 +82,8 @@ class DuckDBLabelStore:
         columns |= dict(types)
         ddl = ", ".join(f"{c} {t}" for c, t in columns.items())
         select = ", ".join(f"CAST({c} AS {t.replace(' NOT NULL', '')})" for c, t in columns.items())
-        keys = pd.DataFrame(sorted(slices), columns=["ticker", "session_date"])
-        rows = frame[list(columns)]
-        with self.bars.connect(read_only=False) as con:
-            con.register("_slices", keys)
-            con.register("_rows", rows)
-            con.execute("BEGIN TRANSACTION")
-            try:
-                con.execute(f"CREATE TABLE IF NOT EXISTS {name} ({ddl})")
-                con.execute(
-                    f"DELETE FROM {name} USING _slices s WHERE {name}.ticker = s.ticker "
-                    f"AND {name}.session_date = CAST(s.session_date AS DATE)"
-                )
-                con.execute(f"INSERT INTO {name} SELECT {select} FROM _rows")
-                con.execute("COMMIT")
-            except BaseException:
-                con.execute("ROLLBACK")
-                raise
-        return len(rows)
+        ddl_sql = f"CREATE TABLE IF NOT EXISTS {name} ({ddl})"
+        return self.bars.replace_slices(name, ddl_sql, select, frame[list(columns)], slices)
 
     def read_labels(self, table: str) -> pd.DataFrame:
         """The whole label table ordered by (ticker, ts); empty if it does not exist yet."""
@@ -107,8 +91,7 @@ class DuckDBLabelStore:
         if not self.bars.path.exists():
             return pd.DataFrame()
         with self.bars.connect(read_only=True) as con:
-            query = "SELECT 1 FROM duckdb_tables() WHERE table_name = ?"
-            if not con.execute(query, [table]).fetchall():
+            if not table_exists(con, table):
                 return pd.DataFrame()
             frame = con.execute(f"SELECT * FROM {name} ORDER BY ticker, ts").df()
         frame["session_date"] = frame["session_date"].dt.date

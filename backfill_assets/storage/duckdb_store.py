@@ -32,6 +32,10 @@ BARS_DDL = (
 INSERT_SELECT = ", ".join(f"CAST({c} AS {BARS_SQL_TYPES[c]})" for c in BARS_COLUMNS)
 
 
+def table_exists(con: duckdb.DuckDBPyConnection, table: str) -> bool:
+    return bool(con.execute("SELECT 1 FROM duckdb_tables() WHERE table_name = ?", [table]).fetchall())
+
+
 class DuckDBBarStore:
     """The `bars` table in one DuckDB file (created with its schema on first write)."""
 
@@ -68,20 +72,26 @@ class DuckDBBarStore:
         stray = set(zip(frame["ticker"], days, strict=True)) - set(slices)
         if stray:
             raise StoreError(f"rows outside the slices being replaced, e.g. {sorted(stray)[0]}")
-        keys = pd.DataFrame(sorted(slices), columns=["ticker", "session_date"])
-        rows = frame[list(BARS_COLUMNS)]
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        return self.replace_slices("bars", BARS_DDL, INSERT_SELECT, frame[list(BARS_COLUMNS)], slices)
+
+    def replace_slices(
+        self, table: str, ddl: str, select: str, rows: pd.DataFrame, slices: Collection[Slice]
+    ) -> int:
+        """In one transaction: create `table` if needed (`ddl`), delete its (ticker, session_date)
+        `slices`, insert `rows` as `SELECT {select} FROM rows`. A failure leaves the old rows."""
+        keys = pd.DataFrame(sorted(slices), columns=["ticker", "session_date"])
         with self.connect(read_only=False) as con:
             con.register("_slices", keys)
             con.register("_rows", rows)
             con.execute("BEGIN TRANSACTION")
             try:
-                con.execute(BARS_DDL)
+                con.execute(ddl)
                 con.execute(
-                    "DELETE FROM bars USING _slices s "
-                    "WHERE bars.ticker = s.ticker AND bars.session_date = CAST(s.session_date AS DATE)"
+                    f"DELETE FROM {table} USING _slices s WHERE {table}.ticker = s.ticker "
+                    f"AND {table}.session_date = CAST(s.session_date AS DATE)"
                 )
-                con.execute(f"INSERT INTO bars SELECT {INSERT_SELECT} FROM _rows")
+                con.execute(f"INSERT INTO {table} SELECT {select} FROM _rows")
                 con.execute("COMMIT")
             except BaseException:
                 con.execute("ROLLBACK")
@@ -105,8 +115,7 @@ class DuckDBBarStore:
             where.append("session_date <= ?")
             params.append(end)
         with self.connect(read_only=True) as con:
-            tables = con.execute("SELECT table_name FROM duckdb_tables() WHERE table_name = 'bars'")
-            if not tables.fetchall():
+            if not table_exists(con, "bars"):
                 return pd.DataFrame(columns=list(BARS_COLUMNS))
             sql = f"SELECT * FROM bars WHERE {' AND '.join(where)} ORDER BY ticker, ts"
             bars = con.execute(sql, params).df()
