@@ -18,7 +18,7 @@ from pathlib import Path
 
 from backfill_assets.calendar import TradingCalendar, get_calendar
 from backfill_assets.settings import PROJECT_ROOT, Settings
-from backfill_assets.storage.duckdb_store import DuckDBBarStore
+from backfill_assets.storage.open import open_store
 from backfill_assets.webserver import backfill_progress, launch_backfill, wait_until_loaded
 
 
@@ -99,7 +99,7 @@ def _report(
     settings: Settings, tickers: list[str], sessions: list[dt.date], calendar: TradingCalendar
 ) -> int:
     """Print rows per ticker; 0 when every (ticker, session) landed with the expected bar count."""
-    store = DuckDBBarStore(settings.duckdb_path)
+    store = open_store(settings)
     bars = store.read_bars(tickers, sessions[0], sessions[-1])
     counts = bars.groupby("ticker").agg(sessions=("session_date", "nunique"), rows=("ts", "size"))
     print(f"\n{'ticker':<8}{'sessions':>9}{'rows':>9}")
@@ -107,7 +107,7 @@ def _report(
     for ticker in tickers:
         row = per_ticker.get(ticker, {"sessions": 0, "rows": 0})
         print(f"{ticker:<8}{int(row['sessions']):>9}{int(row['rows']):>9}")
-    print(f"\nData: {store.describe()} (DuckDB, table bars, {len(bars)} rows in this range)")
+    print(f"\nData: {store.describe()} ({settings.store}, table bars, {len(bars)} rows in this range)")
     print("Open the UI: make dev  ->  http://127.0.0.1:3000  (Assets > bars > Partitions)")
     complete = len(counts) == len(tickers) and bool((counts["sessions"] == len(sessions)).all())
     if settings.timeframe.name == "1Min":

@@ -1,28 +1,34 @@
-"""Data-quality queries over the DuckDB store (pure: no Dagster): whole-table SQL returning counts.
+"""Data-quality queries over either store (pure: no Dagster): whole-table SQL returning counts.
 
-Every function takes an open connection (from `DuckDBBarStore.connect`, which holds the file lock)
-and scans a whole table once; a missing table reads as empty. Rules are SQL predicates that are TRUE
-for a good row: a NULL result counts as a violation, so missing values never pass silently.
+Every function takes a SqlReader (from the store's `reader()`) and scans a whole table once; a
+missing table reads as empty. The SQL is what DuckDB and Postgres both speak. Rules are predicates
+that are TRUE for a good row: a NULL result counts as a violation, so missing values never pass silently.
 """
 
 import datetime as dt
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
-import duckdb
 import pandas as pd
 
 from backfill_assets.calendar import TradingCalendar
-from backfill_assets.storage.duckdb_store import table_exists
+from backfill_assets.storage.base import valid_table
+from backfill_assets.storage.sql import SqlReader
 from backfill_assets.timeframes import Timeframe
 
+
+def finite(x: str) -> str:
+    """SQL: `x` is a finite number (NaN sorts above +Infinity in both engines; NULL stays NULL)."""
+    return f"({x} > CAST('-Infinity' AS FLOAT8) AND {x} < CAST('Infinity' AS FLOAT8))"
+
+
 # The ordering rules judge only complete rows: a missing price counts once, under its own rule.
-PRICES_OK = "coalesce(isfinite(open + high + low + close), FALSE)"
+PRICES_OK = f"coalesce({finite('open + high + low + close')}, FALSE)"
 BAR_RULES: Mapping[str, str] = {
     "missing_or_non_positive_price": f"{PRICES_OK} AND least(open, high, low, close) > 0",
     "high_below_open_close": f"NOT {PRICES_OK} OR high >= greatest(open, close)",
     "low_above_open_close": f"NOT {PRICES_OK} OR low <= least(open, close)",
-    "negative_or_missing_volume": "isfinite(volume) AND volume >= 0",
+    "negative_or_missing_volume": f"{finite('volume')} AND volume >= 0",
 }
 NS_PER_MINUTE = 60_000_000_000
 COVERAGE = ("sessions_checked", "short_sessions", "missing_bars", "excess_sessions", "excess_bars",
@@ -37,7 +43,7 @@ LABEL_RULES: Mapping[str, Mapping[str, str]] = {
         "pending_with_value": "NOT pending OR label IS NULL",
     },
     "vol_scaled_return": {
-        "vsr_not_finite": "vsr IS NULL OR isfinite(vsr)",
+        "vsr_not_finite": f"vsr IS NULL OR {finite('vsr')}",
         "pending_with_value": "NOT pending OR vsr IS NULL",
     },
     "mfe_mae": {
@@ -81,48 +87,32 @@ class Pending:
     examples: pd.DataFrame
 
 
-def enforces_unique_key(con: duckdb.DuckDBPyConnection, table: str) -> bool:
-    """Whether DuckDB itself keeps (ticker, ts) unique: a PRIMARY KEY or UNIQUE constraint on exactly it."""
-    query = (
-        "SELECT 1 FROM duckdb_constraints() WHERE table_name = ? AND constraint_type IN "
-        "('PRIMARY KEY', 'UNIQUE') AND list_sort(constraint_column_names) = ['ticker', 'ts']"
-    )
-    return bool(con.execute(query, [table]).fetchall())
-
-
-def _quoted(table: str) -> str:
-    if not table.replace("_", "").isalnum():
-        raise ValueError(f"invalid table name {table!r}")
-    return f'"{table}"'
-
-
-def rule_violations(
-    con: duckdb.DuckDBPyConnection, table: str, rules: Mapping[str, str], examples: int = 5
-) -> Violations:
+def rule_violations(reader: SqlReader, table: str, rules: Mapping[str, str], examples: int = 5) -> Violations:
     """Count rows of `table` breaking each rule (a predicate TRUE for a good row) in one scan."""
-    if not table_exists(con, table):
+    if not reader.table_exists(table):
         return Violations(0, dict.fromkeys(rules, 0), 0, pd.DataFrame())
     bad = {name: f"NOT coalesce({sql}, FALSE)" for name, sql in rules.items()}
     any_bad = " OR ".join(f"({b})" for b in bad.values())
-    counts = ", ".join(f'count_if({b}) AS "{name}"' for name, b in bad.items())
-    row = con.execute(f"SELECT count(*), count_if({any_bad}), {counts} FROM {_quoted(table)}").fetchall()[0]
-    flags = ", ".join(f'{b} AS "{name}"' for name, b in bad.items())
-    sample = con.execute(
-        f"SELECT ticker, ts, {flags} FROM {_quoted(table)} WHERE {any_bad} ORDER BY ticker, ts LIMIT ?",
-        [examples],
-    ).df()
+    counts = ", ".join(f'count(*) FILTER (WHERE {b}) AS "{name}"' for name, b in bad.items())
+    name = valid_table(table)
+    row = reader.row(f"SELECT count(*), count(*) FILTER (WHERE {any_bad}), {counts} FROM {name}")
+    flags = ", ".join(f'{b} AS "{rule}"' for rule, b in bad.items())
+    sample = reader.frame(
+        f"SELECT ticker, ts, {flags} FROM {name} WHERE {any_bad} ORDER BY ticker, ts LIMIT {int(examples)}"
+    )
     return Violations(int(row[0]), dict(zip(rules, map(int, row[2:]), strict=True)), int(row[1]), sample)
 
 
-def duplicate_keys(con: duckdb.DuckDBPyConnection, table: str, examples: int = 5) -> Violations:
+def duplicate_keys(reader: SqlReader, table: str, examples: int = 5) -> Violations:
     """(ticker, ts) keys stored more than once; `counts` has the keys and the surplus rows."""
-    if not table_exists(con, table):
+    if not reader.table_exists(table):
         return Violations(0, {"duplicated_keys": 0, "surplus_rows": 0}, 0, pd.DataFrame())
-    dups = f"SELECT ticker, ts, count(*) AS n FROM {_quoted(table)} GROUP BY ticker, ts HAVING n > 1"
-    row = con.execute(
-        f"SELECT (SELECT count(*) FROM {_quoted(table)}), count(*), coalesce(sum(n - 1), 0) FROM ({dups})"
-    ).fetchall()[0]
-    sample = con.execute(f"{dups} ORDER BY ticker, ts LIMIT ?", [examples]).df()
+    name = valid_table(table)
+    dups = f"SELECT ticker, ts, count(*) AS n FROM {name} GROUP BY ticker, ts HAVING count(*) > 1"
+    row = reader.row(
+        f"SELECT (SELECT count(*) FROM {name}), count(*), coalesce(sum(n - 1), 0) FROM ({dups}) d"
+    )
+    sample = reader.frame(f"{dups} ORDER BY ticker, ts LIMIT {int(examples)}")
     counts = {"duplicated_keys": int(row[1]), "surplus_rows": int(row[2])}
     return Violations(int(row[0]), counts, int(row[2]), sample)
 
@@ -149,62 +139,83 @@ def expected_bars(calendar: TradingCalendar, timeframes: Iterable[Timeframe]) ->
     return pd.DataFrame(rows, columns=["session_date", "timeframe", "expected"])
 
 
+EXPECTED_TYPES = {"session_date": "DATE", "timeframe": "VARCHAR", "expected": "INTEGER"}
+
+
 def session_coverage(
-    con: duckdb.DuckDBPyConnection, expected: pd.DataFrame, table: str = "bars", worst: int = 10
+    reader: SqlReader, expected: pd.DataFrame, table: str = "bars", worst: int = 10
 ) -> Coverage:
-    """Stored bars per (ticker, session) against `expected` (from expected_bars), in one aggregate."""
+    """Stored bars per (ticker, session) against `expected` (from expected_bars): one aggregate into
+    a temporary table (the reader's connection is fresh), then the totals and the worst pairs."""
     empty = pd.DataFrame(columns=["ticker", "session_date", "bars", "expected"])
-    if not table_exists(con, table):
+    if not reader.table_exists(table):
         return Coverage(dict.fromkeys(COVERAGE, 0), empty, empty)
-    con.register("_expected", expected)
-    name = _quoted(table)
-    detail = "{'ticker': ticker, 'session_date': session_date, 'bars': bars, 'expected': expected}"
-    row = con.execute(
+    reader.load("_expected", expected, EXPECTED_TYPES)
+    reader.execute(
         f"""
-        WITH counts AS (SELECT ticker, session_date, timeframe, count(*) AS bars FROM {name} GROUP BY ALL),
-        judged AS (SELECT c.*, e.expected FROM counts c LEFT JOIN _expected e
-                   ON c.session_date = CAST(e.session_date AS DATE) AND c.timeframe = e.timeframe)
+        CREATE TEMP TABLE _judged AS
+        WITH counts AS (SELECT ticker, session_date, timeframe, count(*) AS bars FROM {valid_table(table)}
+                        GROUP BY ticker, session_date, timeframe)
+        SELECT c.ticker, c.session_date, c.bars, e.expected FROM counts c LEFT JOIN _expected e
+        ON c.session_date = e.session_date AND c.timeframe = e.timeframe
+        """
+    )
+    row = reader.row(
+        """
         SELECT count(*),
-            count_if(bars < expected), coalesce(sum(expected - bars) FILTER (bars < expected), 0),
-            count_if(bars > expected), coalesce(sum(bars - expected) FILTER (bars > expected), 0),
-            count_if(expected IS NULL),
-            max_by({detail}, expected - bars, $n) FILTER (bars < expected),
-            max_by({detail}, bars - expected, $n) FILTER (bars > expected)
-        FROM judged
-        """,
-        {"n": worst},
-    ).fetchall()[0]
-    con.unregister("_expected")
-    worst_short, worst_excess = (pd.DataFrame(items or [], columns=empty.columns) for items in row[6:])
+            count(*) FILTER (WHERE bars < expected),
+            coalesce(sum(expected - bars) FILTER (WHERE bars < expected), 0),
+            count(*) FILTER (WHERE bars > expected),
+            coalesce(sum(bars - expected) FILTER (WHERE bars > expected), 0),
+            count(*) FILTER (WHERE expected IS NULL)
+        FROM _judged
+        """
+    )
+    worst_short, worst_excess = (
+        reader.frame(
+            f"SELECT ticker, session_date, bars, expected FROM _judged WHERE {cond} "
+            f"ORDER BY {gap} DESC, session_date, ticker LIMIT {int(worst)}"
+        )
+        for cond, gap in (("bars < expected", "expected - bars"), ("bars > expected", "bars - expected"))
+    )
+    for frame in (worst_short, worst_excess):  # plain dates in both engines' results
+        frame["session_date"] = pd.to_datetime(frame["session_date"]).dt.date
     return Coverage(dict(zip(COVERAGE, map(int, row[:6]), strict=True)), worst_short, worst_excess)
 
 
+# The h-th latest bar of each ticker with pending rows (NULL with fewer bars): a top-k in DuckDB, a
+# backward walk of the primary key's index in Postgres; neither sorts the ticker's history.
+KTH_LATEST = {
+    "duckdb": "SELECT ticker, max(ts, greatest($h, 1))[greatest($h, 1)] AS kth_ts FROM bars "
+    "WHERE ticker IN (SELECT ticker FROM pend) GROUP BY ticker",
+    "postgres": "SELECT p.ticker, (SELECT b.ts FROM bars b WHERE b.ticker = p.ticker ORDER BY b.ts DESC "
+    "OFFSET greatest($h, 1) - 1 LIMIT 1) AS kth_ts FROM (SELECT DISTINCT ticker FROM pend) p",
+}
+
+
 def pending_rows(
-    con: duckdb.DuckDBPyConnection, table: str, horizon: int, reach_sessions: int, examples: int = 10
+    reader: SqlReader, table: str, horizon: int, reach_sessions: int, examples: int = 10
 ) -> Pending:
     """Pending rows of label `table` against `bars`: a row may wait only while fewer than `horizon` bars
     follow it (0: never); with `reach_sessions` (the most sessions H bars span) later sessions stored,
     those sessions are short of bars."""
     columns = ["ticker", "session_date", "pending", "stale", "later_sessions"]
-    if not table_exists(con, table) or not table_exists(con, "bars"):
+    if not reader.table_exists(table) or not reader.table_exists("bars"):
         return Pending(0, 0, 0, pd.DataFrame(columns=columns))
-    # max(ts, k) keeps each ticker's k latest timestamps, newest first: a top-k, not a sort.
-    groups = con.execute(
+    groups = reader.frame(
         f"""
-        WITH pend AS (SELECT ticker, ts, session_date FROM {_quoted(table)} WHERE pending),
-        tail AS (SELECT ticker, max(ts, greatest($h, 1)) AS last_ts FROM bars
-                 WHERE ticker IN (SELECT ticker FROM pend) GROUP BY ticker),
+        WITH pend AS (SELECT ticker, ts, session_date FROM {valid_table(table)} WHERE pending),
+        tail AS ({KTH_LATEST[reader.dialect]}),
         days AS (SELECT DISTINCT ticker, session_date FROM bars WHERE ticker IN (SELECT ticker FROM pend)),
-        flagged AS (SELECT p.ticker, p.session_date,
-                           $h = 0 OR coalesce(len(t.last_ts) >= $h AND p.ts < t.last_ts[$h], FALSE) AS stale
-                    FROM pend p LEFT JOIN tail t USING (ticker))
-        SELECT f.ticker, f.session_date, count(*) AS pending, count_if(f.stale) AS stale,
+        flagged AS (SELECT p.ticker, p.session_date, $h = 0 OR coalesce(p.ts < t.kth_ts, FALSE) AS stale
+                    FROM pend p LEFT JOIN tail t ON t.ticker = p.ticker)
+        SELECT f.ticker, f.session_date, count(*) AS pending, count(*) FILTER (WHERE f.stale) AS stale,
                (SELECT count(*) FROM days d WHERE d.ticker = f.ticker AND d.session_date > f.session_date)
                AS later_sessions
         FROM flagged f GROUP BY f.ticker, f.session_date ORDER BY f.session_date, f.ticker
         """,
-        {"h": horizon},
-    ).df()
+        {"h": int(horizon)},
+    )
     beyond = groups["later_sessions"] >= max(reach_sessions, 1)
     flagged = groups[(groups["stale"] > 0) | beyond].head(examples).reset_index(drop=True)
     total, stale = int(groups["pending"].sum()), int(groups["stale"].sum())

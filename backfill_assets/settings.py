@@ -14,6 +14,7 @@ DEFAULT_START_DATE = dt.date(2024, 1, 2)
 DEFAULT_UNIVERSE_FILE = PROJECT_ROOT / "universe.txt"
 DEFAULT_DUCKDB_PATH = PROJECT_ROOT / "data" / "market.duckdb"
 PROVIDERS = ("synthetic", "alpaca", "yfinance")
+STORES = ("duckdb", "postgres")
 TICKER_PARTITIONS = "tickers"
 
 
@@ -31,6 +32,8 @@ class Settings:
     calendar: str
     universe: tuple[str, ...]
     duckdb_path: Path
+    store: str = "duckdb"
+    postgres_schema: str = "public"
     requests_per_minute: int | None = None
     max_concurrent_requests: int | None = None
     memory_budget_mb: int = 1024
@@ -61,6 +64,21 @@ def _positive_int(env: dict[str, str], name: str) -> int | None:
     return int(raw)
 
 
+def _store(env: dict[str, str]) -> tuple[str, str]:
+    """BACKFILL_STORE and the Postgres schema; the URL itself is read by the resource (an EnvVar)."""
+    store = env.get("BACKFILL_STORE", "duckdb").strip() or "duckdb"
+    if store not in STORES:
+        raise SettingsError(f"BACKFILL_STORE={store!r}: expected one of {', '.join(STORES)}")
+    if store == "postgres" and not env.get("BACKFILL_POSTGRES_URL", "").strip():
+        raise SettingsError(
+            "BACKFILL_STORE='postgres' needs BACKFILL_POSTGRES_URL (postgresql://user@host/db)"
+        )
+    schema = env.get("BACKFILL_POSTGRES_SCHEMA", "public").strip() or "public"
+    if not schema.replace("_", "").isalnum() or schema[0].isdigit():
+        raise SettingsError(f"BACKFILL_POSTGRES_SCHEMA={schema!r}: letters, digits and _ only")
+    return store, schema
+
+
 def _universe(env: dict[str, str]) -> tuple[str, ...]:
     if env.get("BACKFILL_TICKERS", "").strip():
         source, text = "BACKFILL_TICKERS", env["BACKFILL_TICKERS"]
@@ -89,6 +107,7 @@ def load_settings(env: dict[str, str] | None = None, today: dt.date | None = Non
         timeframe = parse_timeframe(env.get("BACKFILL_TIMEFRAME", "1Min"))
     except ValueError as exc:
         raise SettingsError(f"BACKFILL_TIMEFRAME: {exc}") from None
+    store, schema = _store(env)
     return Settings(
         provider=provider,
         timeframe=timeframe,
@@ -98,6 +117,8 @@ def load_settings(env: dict[str, str] | None = None, today: dt.date | None = Non
         calendar=env.get("BACKFILL_CALENDAR", "XNYS"),
         universe=_universe(env),
         duckdb_path=Path(env.get("BACKFILL_DUCKDB_PATH") or DEFAULT_DUCKDB_PATH),
+        store=store,
+        postgres_schema=schema,
         requests_per_minute=_positive_int(env, "BACKFILL_REQUESTS_PER_MINUTE"),
         max_concurrent_requests=_positive_int(env, "BACKFILL_MAX_CONCURRENT_REQUESTS"),
         memory_budget_mb=_positive_int(env, "BACKFILL_MEMORY_BUDGET_MB") or 1024,

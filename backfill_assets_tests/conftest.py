@@ -1,12 +1,15 @@
-"""Shared fixtures: a real calendar, real DuckDB files in tmp dirs, real Dagster instances."""
+"""Shared fixtures: a real calendar, real DuckDB files in tmp dirs, real Dagster instances, and a
+database of the test session's own on the real Postgres server."""
 
 import datetime as dt
 import os
+import secrets
 import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import dagster as dg
 import pytest
@@ -17,6 +20,7 @@ from backfill_assets.defs.resources import BarStoreResource
 from backfill_assets.providers.synthetic import SyntheticProvider
 from backfill_assets.settings import PROJECT_ROOT
 from backfill_assets.storage.duckdb_store import DuckDBBarStore
+from backfill_assets.storage.postgres_store import PostgresStore
 
 BIN = Path(sys.executable).parent
 
@@ -46,6 +50,31 @@ def postgres_url() -> str:
     return url
 
 
+def database_url(server_url: str, name: str) -> str:
+    return urlsplit(server_url)._replace(path=f"/{name}").geturl()
+
+
+@pytest.fixture(scope="session")
+def pg_database(postgres_url: str) -> Iterator[str]:
+    """URL of a database created for this test session on the test server, dropped at its end."""
+    import psycopg
+
+    name = f"backfill_test_{os.getpid()}_{secrets.token_hex(3)}"
+    with psycopg.connect(postgres_url, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield database_url(postgres_url, name)
+    finally:
+        with psycopg.connect(postgres_url, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+def pg_store(pg_database: str) -> PostgresStore:
+    """An empty store: a schema of its own (created on first write) in the session's database."""
+    return PostgresStore(pg_database, schema=f"t_{secrets.token_hex(4)}", lock_timeout_s=60)
+
+
 @pytest.fixture
 def db_path(tmp_path: Path) -> Path:
     return tmp_path / "market.duckdb"
@@ -53,6 +82,15 @@ def db_path(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def store(db_path: Path) -> DuckDBBarStore:
+    return DuckDBBarStore(db_path, lock_timeout_s=60)
+
+
+@pytest.fixture(params=["duckdb", "postgres"])
+def any_store(request: pytest.FixtureRequest, db_path: Path) -> DuckDBBarStore | PostgresStore:
+    """The same test on both backends (Postgres skips without a server, fails in CI if unreachable)."""
+    if request.param == "postgres":
+        store: PostgresStore = request.getfixturevalue("pg_store")
+        return store
     return DuckDBBarStore(db_path, lock_timeout_s=60)
 
 

@@ -71,7 +71,7 @@ def _log_landed(context: dg.AssetExecutionContext, report: IngestReport, metadat
     backfill_policy=backfill_policy(get_settings().partitions_per_run),
     pool=get_settings().pool,
     group_name="raw_bars",
-    kinds={"duckdb"},
+    kinds={get_settings().store},
     tags={"provider": get_settings().provider},
     # Transient provider trouble (after the HTTP layer's own retries) gets a few more chances;
     # permanent errors raise dg.Failure(allow_retries=False).

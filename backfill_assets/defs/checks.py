@@ -1,4 +1,5 @@
-"""Asset checks over the DuckDB store: `bars` (OHLC, unique keys, session coverage) and each label set.
+"""Asset checks over the store (DuckDB or Postgres): `bars` (OHLC, unique keys, session coverage)
+and each label set.
 
 Checks judge the whole stored table, not only the partitions a run wrote (one SQL scan each, under
 the store's shared lock), so a result describes the table as it is when the check runs. They are
@@ -9,7 +10,6 @@ from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
 import dagster as dg
-import duckdb
 import pandas as pd
 
 from backfill_assets import quality
@@ -18,12 +18,12 @@ from backfill_assets.defs.resources import BarStoreResource
 from backfill_assets.labels.config import LabelSet, load_label_sets
 from backfill_assets.labels.materialize import halo_bars, halo_sessions
 from backfill_assets.settings import get_settings
+from backfill_assets.storage.sql import SqlReader
 from backfill_assets.timeframes import TIMEFRAMES
 
 T = TypeVar("T")
 BARS = dg.AssetKey("bars")
 ERROR, WARN = dg.AssetCheckSeverity.ERROR, dg.AssetCheckSeverity.WARN
-NO_VIOLATIONS = quality.Violations(0, {}, 0, pd.DataFrame())
 SHORTFALL_DOC = (
     "(ticker, session) pairs with fewer bars than the session holds (half days included). "
     "WARN: IEX feeds legitimately skip minutes without trades."
@@ -38,13 +38,10 @@ PENDING_DOC = (
 )
 
 
-def _query(bar_store: BarStoreResource, read: Callable[[duckdb.DuckDBPyConnection], T], empty: T) -> T:
-    """`read` on a read-only connection under the store's lock; `empty` before the file exists."""
-    store = bar_store.build()
-    if not store.path.exists():
-        return empty
-    with store.connect(read_only=True) as con:
-        return read(con)
+def _query(bar_store: BarStoreResource, read: Callable[[SqlReader], T]) -> T:
+    """`read` on a read-only connection (under the DuckDB file's shared lock); no table reads as empty."""
+    with bar_store.build().reader() as reader:
+        return read(reader)
 
 
 def _table(frame: pd.DataFrame) -> dg.MetadataValue:
@@ -71,10 +68,10 @@ def _violations(
 def ohlc_consistency(bar_store: BarStoreResource) -> dg.AssetCheckResult:
     """The OHLC rules of schemas.validate_bars, re-checked on what is stored."""
 
-    def read(con: duckdb.DuckDBPyConnection) -> quality.Violations:
-        return quality.rule_violations(con, "bars", quality.BAR_RULES)
+    def read(reader: SqlReader) -> quality.Violations:
+        return quality.rule_violations(reader, "bars", quality.BAR_RULES)
 
-    return _violations(_query(bar_store, read, NO_VIOLATIONS), "the OHLC rules")
+    return _violations(_query(bar_store, read), "the OHLC rules")
 
 
 @dg.asset_check(asset=BARS, description="Whole table: (ticker, ts) unique. ERROR on duplicates.")
@@ -82,11 +79,10 @@ def unique_ticker_ts(bar_store: BarStoreResource) -> dg.AssetCheckResult:
     """Scans for duplicates only where no constraint enforces the key (an older or hand-made file):
     the scan is the costliest check (~0.7 s per 4M rows) and runs with every bars run."""
 
-    def read(con: duckdb.DuckDBPyConnection) -> quality.Violations | None:
-        return None if quality.enforces_unique_key(con, "bars") else quality.duplicate_keys(con, "bars")
+    def read(reader: SqlReader) -> quality.Violations | None:
+        return None if reader.enforces_unique_key("bars") else quality.duplicate_keys(reader, "bars")
 
-    no_file: quality.Violations | None = NO_VIOLATIONS
-    found = _query(bar_store, read, no_file)
+    found = _query(bar_store, read)
     if found is None:
         return dg.AssetCheckResult(passed=True, metadata={"enforced_by_constraint": True})
     return _violations(found, "(ticker, ts) uniqueness", {"enforced_by_constraint": False})
@@ -103,11 +99,10 @@ def bars_session_coverage(bar_store: BarStoreResource) -> Iterator[dg.AssetCheck
     """Bars per stored (ticker, session) against the calendar and each row's timeframe, one query."""
     expected = quality.expected_bars(calendar, TIMEFRAMES.values())
 
-    def read(con: duckdb.DuckDBPyConnection) -> quality.Coverage:
-        return quality.session_coverage(con, expected)
+    def read(reader: SqlReader) -> quality.Coverage:
+        return quality.session_coverage(reader, expected)
 
-    empty = quality.Coverage(dict.fromkeys(quality.COVERAGE, 0), pd.DataFrame(), pd.DataFrame())
-    found = _query(bar_store, read, empty)
+    found = _query(bar_store, read)
     counts = found.counts
     common = {k: counts[k] for k in ("sessions_checked", "unjudged_sessions")}
     yield dg.AssetCheckResult(
@@ -137,19 +132,19 @@ def label_checks(label_set: LabelSet) -> list[dg.AssetChecksDefinition]:
     @dg.asset_check(asset=key, name="value_domains", description=f"Whole table: {', '.join(rules)} "
                     "and duplicate (ticker, ts) keys. ERROR on any violation.")  # fmt: skip
     def value_domains(bar_store: BarStoreResource) -> dg.AssetCheckResult:
-        def read(con: duckdb.DuckDBPyConnection) -> tuple[quality.Violations, quality.Violations]:
+        def read(reader: SqlReader) -> tuple[quality.Violations, quality.Violations]:
             table = label_set.table
-            return quality.rule_violations(con, table, rules), quality.duplicate_keys(con, table)
+            return quality.rule_violations(reader, table, rules), quality.duplicate_keys(reader, table)
 
-        found, dups = _query(bar_store, read, (NO_VIOLATIONS, NO_VIOLATIONS))
+        found, dups = _query(bar_store, read)
         return _violations(found, "label domains", duplicate_keys=dups.counts.get("duplicated_keys", 0))
 
     @dg.asset_check(asset=key, name="pending_resolved", description=PENDING_DOC)
     def pending_resolved(bar_store: BarStoreResource) -> dg.AssetCheckResult:
-        def read(con: duckdb.DuckDBPyConnection) -> quality.Pending:
-            return quality.pending_rows(con, label_set.table, horizon, reach)
+        def read(reader: SqlReader) -> quality.Pending:
+            return quality.pending_rows(reader, label_set.table, horizon, reach)
 
-        found = _query(bar_store, read, quality.Pending(0, 0, 0, pd.DataFrame()))
+        found = _query(bar_store, read)
         metadata: dict[str, Any] = {
             "pending_rows": found.pending,
             "stale_pending_rows": found.stale,

@@ -29,7 +29,6 @@ from backfill_assets.labels.materialize import (
 )
 from backfill_assets.memory import MemoryBudget, MemoryBudgetError, peak_rss_mb
 from backfill_assets.settings import get_settings
-from backfill_assets.storage.duckdb_labels import DuckDBLabelStore
 from backfill_assets.symbols import InvalidTickerError
 
 # Recompute a label partition when any bars partition it reads was updated (new later bars turn
@@ -77,7 +76,7 @@ def label_asset(label_set: LabelSet) -> dg.AssetsDefinition:
         deps=[dg.AssetDep("bars", partition_mapping=bars_mapping(label_set))],
         backfill_policy=backfill_policy(get_settings().partitions_per_run),
         group_name="labels",
-        kinds={"duckdb", "numba"},
+        kinds={get_settings().store, "numba"},
         automation_condition=RECOMPUTE,
         description=f"{label_set.kind} labels (H={label_set.horizon} bars, span {label_set.span}); "
         f"table {label_set.table}. {label_set.description}",
@@ -88,7 +87,7 @@ def label_asset(label_set: LabelSet) -> dg.AssetsDefinition:
             slices = slices_from_context(context)
         except InvalidTickerError as exc:
             raise dg.Failure(description=str(exc), allow_retries=False) from None
-        store = DuckDBLabelStore(bar_store.build())
+        store = bar_store.labels()
         budget = MemoryBudget(float(bar_store.memory_budget_mb), bytes_per_bar=LABEL_BYTES_PER_BAR)
         reports: list[LabelReport] = []
         try:

@@ -2,7 +2,7 @@
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import dagster as dg
 from pydantic import Field
@@ -16,22 +16,43 @@ from backfill_assets.defs.providers import (
 from backfill_assets.memory import MemoryBudget
 from backfill_assets.providers.alpaca import DEFAULT_URL
 from backfill_assets.settings import Settings, get_settings
+from backfill_assets.storage.base import LabelStore
+from backfill_assets.storage.duckdb_labels import DuckDBLabelStore
 from backfill_assets.storage.duckdb_store import DuckDBBarStore
+from backfill_assets.storage.postgres_labels import PostgresLabelStore
+from backfill_assets.storage.postgres_store import PostgresStore
 
 
 class BarStoreResource(dg.ConfigurableResource):
-    """The DuckDB file holding `bars` and the label tables, and the memory budget of the runs writing it.
+    """Where `bars` and the label tables live (a DuckDB file or a Postgres schema), and the memory
+    budget of the runs writing them.
 
-    Writers queue on a file lock for at most `lock_timeout_s`. A run processes its partitions in
-    chunks sized from `memory_budget_mb`, so its peak RSS does not grow with the partitions it holds.
+    DuckDB writers queue on a file lock, Postgres writers of the same tickers on advisory locks, for
+    at most `lock_timeout_s`. A run processes its partitions in chunks sized from `memory_budget_mb`,
+    so its peak RSS does not grow with the partitions it holds.
     """
 
-    duckdb_path: str
+    backend: Literal["duckdb", "postgres"] = "duckdb"
+    duckdb_path: str = ""
+    postgres_url: str | None = Field(default=None, description="Bind with dg.EnvVar: it may hold a password.")
+    postgres_schema: str = "public"
     lock_timeout_s: float = Field(default=600.0, gt=0)
     memory_budget_mb: int = Field(default=1024, ge=128, description="Peak RSS budget of one run (MB).")
 
-    def build(self) -> DuckDBBarStore:
+    def build(self) -> DuckDBBarStore | PostgresStore:
+        if self.backend == "postgres":
+            if not self.postgres_url:
+                raise dg.Failure("bar_store: backend postgres needs postgres_url (BACKFILL_POSTGRES_URL)")
+            return PostgresStore(self.postgres_url, self.postgres_schema, self.lock_timeout_s)
+        if not self.duckdb_path:
+            raise dg.Failure("bar_store: backend duckdb needs duckdb_path (BACKFILL_DUCKDB_PATH)")
         return DuckDBBarStore(Path(self.duckdb_path), self.lock_timeout_s)
+
+    def labels(self) -> LabelStore:
+        store = self.build()
+        if isinstance(store, PostgresStore):
+            return PostgresLabelStore(store)
+        return DuckDBLabelStore(store)
 
     def memory_budget(self) -> MemoryBudget:
         return MemoryBudget(float(self.memory_budget_mb))
@@ -62,14 +83,25 @@ def provider_resource(settings: Settings) -> BarProviderResource:
     )
 
 
+def store_resource(settings: Settings) -> BarStoreResource:
+    """The store chosen by BACKFILL_STORE; the Postgres URL stays an EnvVar, out of run config."""
+    common: dict[str, Any] = {"memory_budget_mb": settings.memory_budget_mb}
+    if settings.store == "postgres":
+        return BarStoreResource(
+            backend="postgres",
+            postgres_url=dg.EnvVar("BACKFILL_POSTGRES_URL"),
+            postgres_schema=settings.postgres_schema,
+            **common,
+        )
+    return BarStoreResource(duckdb_path=str(settings.duckdb_path), **common)
+
+
 @dg.definitions
 def resources() -> dg.Definitions:
     settings = get_settings()
     return dg.Definitions(
         resources={
             "bar_provider": provider_resource(settings),
-            "bar_store": BarStoreResource(
-                duckdb_path=str(settings.duckdb_path), memory_budget_mb=settings.memory_budget_mb
-            ),
+            "bar_store": store_resource(settings),
         }
     )

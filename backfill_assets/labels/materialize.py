@@ -18,8 +18,7 @@ import pandas as pd
 from backfill_assets.labels.compute import compute_labels, output_types
 from backfill_assets.labels.config import LabelSet
 from backfill_assets.memory import MemoryBudget, chunk_by_size
-from backfill_assets.storage.base import Slice
-from backfill_assets.storage.duckdb_labels import DuckDBLabelStore
+from backfill_assets.storage.base import LabelStore, Slice
 from backfill_assets.timeframes import Timeframe
 
 HALF_DAY_MINUTES = 210  # the shortest regular session (XNYS early close)
@@ -60,9 +59,7 @@ class LabelReport:
         return sum(self.rows.values())
 
 
-def materialize_labels(
-    label_set: LabelSet, slices: Collection[Slice], store: DuckDBLabelStore
-) -> LabelReport:
+def materialize_labels(label_set: LabelSet, slices: Collection[Slice], store: LabelStore) -> LabelReport:
     """Replace the rows of `slices` in `labels_<name>` with freshly computed labels."""
     started = time.monotonic()
     wanted = set(slices)
@@ -83,9 +80,7 @@ def materialize_labels(
     )
 
 
-def label_chunks(
-    slices: Collection[Slice], store: DuckDBLabelStore, budget: MemoryBudget
-) -> list[list[Slice]]:
+def label_chunks(slices: Collection[Slice], store: LabelStore, budget: MemoryBudget) -> list[list[Slice]]:
     """The run's slices grouped by ticker so each group's bar history fits the memory budget.
 
     Each group is computed over its tickers' whole histories, so chunking never changes a value.

@@ -1,16 +1,29 @@
 """The store contract: replace whole (ticker, session) slices atomically; read them back."""
 
 import datetime as dt
-from collections.abc import Collection
-from typing import Protocol
+from collections.abc import Collection, Mapping
+from contextlib import AbstractContextManager
+from typing import TYPE_CHECKING, Protocol
 
 import pandas as pd
 
 Slice = tuple[str, dt.date]
 
 
+if TYPE_CHECKING:
+    from backfill_assets.storage.sql import SqlReader
+
+
 class StoreError(RuntimeError):
     """A store operation that could not complete; stored data is unchanged."""
+
+
+def check_slices(frame: pd.DataFrame, slices: Collection[Slice]) -> None:
+    """Refuse rows whose (ticker, session) is not among the slices being replaced."""
+    days = pd.to_datetime(frame["session_date"]).dt.date
+    stray = set(zip(frame["ticker"], days, strict=True)) - set(slices)
+    if stray:
+        raise StoreError(f"rows outside the slices being replaced, e.g. {sorted(stray)[0]}")
 
 
 class BarStore(Protocol):
@@ -32,3 +45,37 @@ class BarStore(Protocol):
     def describe(self) -> str:
         """Where the data lies, for humans (a path or a redacted URL)."""
         ...
+
+    def reader(self) -> AbstractContextManager["SqlReader"]:
+        """A read-only SQL connection for the data-quality checks."""
+        ...
+
+
+class LabelStore(Protocol):
+    """The bars a label run reads and the `labels_<name>` tables it writes, in the bars' store."""
+
+    def read_history(self, tickers: Collection[str], last: dt.date, halo_bars: int) -> pd.DataFrame:
+        """Every stored bar of `tickers` up to session `last` plus each ticker's first `halo_bars`
+        bars after it, ordered by (ticker, ts); ticker Categorical, session_date datetime64."""
+        ...
+
+    def history_sizes(self, tickers: Collection[str], last: dt.date) -> dict[str, int]:
+        """Stored bars per ticker up to session `last`: what a label run must hold in memory."""
+        ...
+
+    def replace_labels(
+        self, table: str, types: Mapping[str, str], frame: pd.DataFrame, slices: Collection[Slice]
+    ) -> int:
+        """Delete `slices` of `table` and insert `frame` in one transaction; a failure leaves the old rows."""
+        ...
+
+    def read_labels(self, table: str) -> pd.DataFrame:
+        """The whole label table ordered by (ticker, ts); empty if it does not exist yet."""
+        ...
+
+
+def valid_table(table: str) -> str:
+    """`table` double-quoted, after checking it is a plain identifier (it is spliced into SQL)."""
+    if not table.replace("_", "").isalnum():
+        raise StoreError(f"invalid table name {table!r}")
+    return f'"{table}"'

@@ -9,16 +9,10 @@ from collections.abc import Collection, Mapping
 
 import pandas as pd
 
-from backfill_assets.storage.base import Slice, StoreError
+from backfill_assets.storage.base import Slice, valid_table
 from backfill_assets.storage.duckdb_store import DuckDBBarStore, table_exists
 
 OHLC = "ticker, ts, session_date, open, high, low, close"
-
-
-def _quoted(table: str) -> str:
-    if not table.replace("_", "").isalnum():
-        raise StoreError(f"invalid table name {table!r}")
-    return f'"{table}"'
 
 
 class DuckDBLabelStore:
@@ -73,7 +67,7 @@ class DuckDBLabelStore:
         self, table: str, types: Mapping[str, str], frame: pd.DataFrame, slices: Collection[Slice]
     ) -> int:
         """Delete `slices` of `table` and insert `frame` in one transaction; a failure leaves the old rows."""
-        name = _quoted(table)
+        name = valid_table(table)
         columns = {
             "ticker": "VARCHAR NOT NULL",
             "ts": "TIMESTAMPTZ NOT NULL",
@@ -87,7 +81,7 @@ class DuckDBLabelStore:
 
     def read_labels(self, table: str) -> pd.DataFrame:
         """The whole label table ordered by (ticker, ts); empty if it does not exist yet."""
-        name = _quoted(table)
+        name = valid_table(table)
         if not self.bars.path.exists():
             return pd.DataFrame()
         with self.bars.connect(read_only=True) as con:

@@ -16,8 +16,9 @@ import duckdb
 import pandas as pd
 
 from backfill_assets.schemas import BARS_COLUMNS, BARS_SQL_TYPES
-from backfill_assets.storage.base import Slice, StoreError
+from backfill_assets.storage.base import Slice, StoreError, check_slices
 from backfill_assets.storage.locks import file_lock
+from backfill_assets.storage.sql import DuckDBReader
 
 BARS_DDL = (
     "CREATE TABLE IF NOT EXISTS bars ("
@@ -66,12 +67,18 @@ class DuckDBBarStore:
             finally:
                 con.close()
 
+    @contextmanager
+    def reader(self) -> Iterator[DuckDBReader]:
+        """A read-only connection under the shared lock (before the file exists: an empty database)."""
+        if not self.path.exists():
+            yield DuckDBReader(duckdb.connect())
+            return
+        with self.connect(read_only=True) as con:
+            yield DuckDBReader(con)
+
     def replace_bars(self, frame: pd.DataFrame, slices: Collection[Slice]) -> int:
         """Delete `slices` and insert `frame` in one transaction; a failure leaves the old rows."""
-        days = pd.to_datetime(frame["session_date"]).dt.date
-        stray = set(zip(frame["ticker"], days, strict=True)) - set(slices)
-        if stray:
-            raise StoreError(f"rows outside the slices being replaced, e.g. {sorted(stray)[0]}")
+        check_slices(frame, slices)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         return self.replace_slices("bars", BARS_DDL, INSERT_SELECT, frame[list(BARS_COLUMNS)], slices)
 

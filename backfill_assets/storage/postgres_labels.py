@@ -1,0 +1,89 @@
+"""Label tables `labels_<name>` next to `bars` in the Postgres store, written like `bars`.
+
+Unlike DuckDB, Postgres keeps the (ticker, ts) primary key on label tables: its B-tree costs little
+on insert and lets a slice delete find its rows through the index.
+"""
+
+import datetime as dt
+from collections.abc import Collection, Mapping
+
+import pandas as pd
+
+from backfill_assets.storage.base import Slice, valid_table
+from backfill_assets.storage.postgres_copy import copy_out, select_list
+from backfill_assets.storage.postgres_store import PostgresStore
+
+KEY_TYPES = {"ticker": "VARCHAR", "ts": "TIMESTAMPTZ", "session_date": "DATE"}
+HISTORY_TYPES = {"code": "INTEGER", "ts": "TIMESTAMPTZ", "session_date": "DATE"} | {
+    c: "DOUBLE" for c in ("open", "high", "low", "close")
+}
+FROM_PG = {
+    "text": "VARCHAR", "character varying": "VARCHAR", "timestamp with time zone": "TIMESTAMPTZ",
+    "date": "DATE", "double precision": "DOUBLE", "bigint": "BIGINT", "integer": "INTEGER",
+    "smallint": "SMALLINT", "boolean": "BOOLEAN",
+}  # fmt: skip
+
+
+class PostgresLabelStore:
+    def __init__(self, bars: PostgresStore) -> None:
+        self.bars = bars
+
+    def read_history(self, tickers: Collection[str], last: dt.date, halo_bars: int) -> pd.DataFrame:
+        names = sorted(tickers)
+        empty = pd.DataFrame(columns=["ticker", *list(HISTORY_TYPES)[1:]])
+        # The ts bounds (a day around `last`, any time zone) keep both halves on the primary key's index.
+        columns = "w.ord::int - 1 AS code, b.ts, b.session_date, b.open, b.high, b.low, b.close"
+        query = f"""
+            WITH w AS (SELECT t, ord FROM unnest(%(tickers)s::text[]) WITH ORDINALITY AS u(t, ord)),
+            hist AS (
+                SELECT {columns} FROM w JOIN bars b ON b.ticker = w.t
+                WHERE b.session_date <= %(last)s::date AND b.ts < %(last)s::date + 2
+                UNION ALL
+                SELECT {columns} FROM w CROSS JOIN LATERAL (
+                    SELECT * FROM bars x WHERE x.ticker = w.t AND x.ts >= %(last)s::date
+                    AND x.session_date > %(last)s::date ORDER BY x.ts LIMIT %(halo)s) b
+            )
+            SELECT {select_list(HISTORY_TYPES)} FROM hist ORDER BY code, ts
+        """
+        with self.bars.reader() as reader:
+            if not reader.table_exists("bars"):
+                return empty
+            params = {"tickers": names, "last": last, "halo": int(halo_bars)}
+            frame = copy_out(reader.conn, query, params, HISTORY_TYPES)
+        ticker = pd.Categorical.from_codes(frame.pop("code").to_numpy(), categories=pd.Index(names))
+        frame.insert(0, "ticker", pd.Series(ticker))
+        return frame
+
+    def history_sizes(self, tickers: Collection[str], last: dt.date) -> dict[str, int]:
+        query = (
+            "SELECT ticker, count(*) FROM bars WHERE ticker = ANY(%s::text[]) AND session_date <= %s "
+            "GROUP BY ticker"
+        )
+        with self.bars.reader() as reader:
+            if not reader.table_exists("bars"):
+                return {}
+            rows = reader.conn.execute(query, (sorted(tickers), last)).fetchall()
+        return {str(ticker): int(n) for ticker, n in rows}
+
+    def replace_labels(
+        self, table: str, types: Mapping[str, str], frame: pd.DataFrame, slices: Collection[Slice]
+    ) -> int:
+        valid_table(table)
+        columns = KEY_TYPES | dict(types)
+        return self.bars.replace_slices(table, columns, frame[list(columns)], slices)
+
+    def read_labels(self, table: str) -> pd.DataFrame:
+        name = valid_table(table)
+        with self.bars.reader() as reader:
+            if not reader.table_exists(table):
+                return pd.DataFrame()
+            found = reader.conn.execute(
+                "SELECT column_name, data_type FROM information_schema.columns "
+                "WHERE table_schema = current_schema() AND table_name = %s ORDER BY ordinal_position",
+                (table,),
+            ).fetchall()
+            types = {str(c): FROM_PG[str(t)] for c, t in found}
+            query = f"SELECT {select_list(types)} FROM {name} ORDER BY ticker, ts"
+            frame = copy_out(reader.conn, query, {}, types)
+        frame["session_date"] = frame["session_date"].dt.date
+        return frame
