@@ -1,6 +1,7 @@
 """Asset checks through real Dagster runs on real DuckDB files: clean data passes, corruption fails."""
 
 import datetime as dt
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +24,8 @@ from backfill_assets.defs.providers import SyntheticProviderResource
 from backfill_assets.defs.resources import BarStoreResource
 from backfill_assets.labels.config import DEFAULT_FILE, load_label_sets
 from backfill_assets.storage.duckdb_store import DuckDBBarStore
+from backfill_assets.storage.postgres_store import PostgresStore
+from backfill_assets.storage.sql import DuckDBReader, SqlReader
 from backfill_assets.timeframes import TIMEFRAMES
 
 RANGE_START, RANGE_END = "dagster/asset_partition_range_start", "dagster/asset_partition_range_end"
@@ -149,13 +152,25 @@ def test_duplicates_fail_where_the_table_has_no_primary_key(
     assert values(results["bars:session_excess"], "excess_bars")["excess_bars"] == 2
 
 
-def test_duplicate_keys_counts_keys_and_surplus_rows() -> None:
-    con = duckdb.connect()
+@pytest.fixture(params=["duckdb", "postgres"])
+def reader(request: pytest.FixtureRequest) -> Iterator[SqlReader]:
+    """The quality SQL on both engines: an in-memory DuckDB, or an empty schema on the test server."""
+    if request.param == "duckdb":
+        yield DuckDBReader(duckdb.connect())
+        return
+    store: PostgresStore = request.getfixturevalue("pg_store")
+    with store.connect(autocommit=True) as conn:
+        conn.execute(f"CREATE SCHEMA {store.schema}")
+    with store.reader() as found:
+        yield found
+
+
+def test_duplicate_keys_counts_keys_and_surplus_rows(reader: SqlReader) -> None:
     rows = "('A', 1), ('A', 1), ('A', 1), ('A', 2), ('B', 1)"
-    con.execute(f"CREATE TABLE t AS SELECT * FROM (VALUES {rows}) v(ticker, ts)")
-    found = quality.duplicate_keys(con, "t")
+    reader.execute(f"CREATE TABLE t AS SELECT * FROM (VALUES {rows}) v(ticker, ts)")
+    found = quality.duplicate_keys(reader, "t")
     assert (found.rows, found.counts) == (5, {"duplicated_keys": 1, "surplus_rows": 2})
-    assert quality.duplicate_keys(con, "missing").counts == {"duplicated_keys": 0, "surplus_rows": 0}
+    assert quality.duplicate_keys(reader, "missing").counts == {"duplicated_keys": 0, "surplus_rows": 0}
 
 
 @pytest.mark.parametrize(
@@ -247,28 +262,41 @@ def test_code_location_has_every_check() -> None:
         ("(10, 11, 10.5, 10.2, 100)", "low_above_open_close"),
         ("(0, 11, 0, 10, 100)", "missing_or_non_positive_price"),
         ("(NULL, 11, 9, 10, 100)", "missing_or_non_positive_price"),
-        ("(10, 11, 9, 'nan'::DOUBLE, 100)", "missing_or_non_positive_price"),
+        ("(10, 11, 9, 'nan'::FLOAT8, 100)", "missing_or_non_positive_price"),
+        ("(10, 11, 9, 10, 'infinity'::FLOAT8)", "negative_or_missing_volume"),
         ("(10, 11, 9, 10, -1)", "negative_or_missing_volume"),
     ],
 )
-def test_bar_rules_flag_each_kind_of_bad_bar(row: str, rule: str) -> None:
-    con = duckdb.connect()
-    con.execute(
+def test_bar_rules_flag_each_kind_of_bad_bar(reader: SqlReader, row: str, rule: str) -> None:
+    reader.execute(
         "CREATE TABLE bars AS SELECT 'AAPL' AS ticker, TIMESTAMPTZ '2024-07-01 13:30:00+00' AS ts, "
-        "open::DOUBLE AS open, high::DOUBLE AS high, low::DOUBLE AS low, close::DOUBLE AS close, "
-        f"volume::DOUBLE AS volume FROM (VALUES (10, 11, 9, 10, 0), {row}) v(open, high, low, close, volume)"
+        "open::FLOAT8 AS open, high::FLOAT8 AS high, low::FLOAT8 AS low, close::FLOAT8 AS close, "
+        f"volume::FLOAT8 AS volume FROM (VALUES (10, 11, 9, 10, 0), {row}) v(open, high, low, close, volume)"
     )
-    found = quality.rule_violations(con, "bars", quality.BAR_RULES)
+    found = quality.rule_violations(reader, "bars", quality.BAR_RULES)
     assert (found.rows, found.bad_rows) == (2, 1)
     assert {name for name, n in found.counts.items() if n} == {rule}
     assert len(found.examples) == 1 and bool(found.examples.loc[0, rule])
 
 
-def test_session_bounded_labels_never_wait() -> None:
+def test_session_bounded_labels_never_wait(reader: SqlReader) -> None:
     """With no forward halo (cross_session: false) any pending row is stale, whatever follows it."""
-    con = duckdb.connect()
-    con.execute("CREATE TABLE bars AS SELECT 'AAPL' AS ticker, TIMESTAMPTZ '2024-07-01 13:30:00+00' AS ts, "
-                "DATE '2024-07-01' AS session_date")  # fmt: skip
-    con.execute("CREATE TABLE labels_x AS SELECT *, TRUE AS pending FROM bars")
-    assert quality.pending_rows(con, "labels_x", horizon=0, reach_sessions=0).stale == 1
-    assert quality.pending_rows(con, "labels_x", horizon=60, reach_sessions=1).stale == 0
+    reader.execute(
+        "CREATE TABLE bars AS SELECT 'AAPL' AS ticker, "
+        "TIMESTAMPTZ '2024-07-01 13:30:00+00' AS ts, DATE '2024-07-01' AS session_date"
+    )
+    reader.execute("CREATE TABLE labels_x AS SELECT *, TRUE AS pending FROM bars")
+    assert quality.pending_rows(reader, "labels_x", horizon=0, reach_sessions=0).stale == 1
+    assert quality.pending_rows(reader, "labels_x", horizon=60, reach_sessions=1).stale == 0
+
+
+def test_pending_rows_with_h_bars_after_them_are_stale(reader: SqlReader) -> None:
+    """Three bars follow the first row: pending is fine for H=4, stale from H=3 (both engines agree)."""
+    reader.execute(
+        "CREATE TABLE bars AS SELECT 'AAPL' AS ticker, TIMESTAMPTZ '2024-07-01 13:30:00+00' "
+        "+ i * INTERVAL '1 minute' AS ts, DATE '2024-07-01' AS session_date "
+        "FROM (VALUES (0), (1), (2), (3)) v(i)"
+    )
+    reader.execute("CREATE TABLE labels_x AS SELECT *, ts = (SELECT min(ts) FROM bars) AS pending FROM bars")
+    assert quality.pending_rows(reader, "labels_x", horizon=4, reach_sessions=1).stale == 0
+    assert quality.pending_rows(reader, "labels_x", horizon=3, reach_sessions=1).stale == 1

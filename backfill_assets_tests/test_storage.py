@@ -200,9 +200,9 @@ def test_writer_waits_out_a_foreign_duckdb_lock(
 def wait_for_copy(store: PostgresStore, timeout_s: float = 60) -> None:
     """Until a COPY into the store's database is in progress (the writer's staging COPY)."""
     deadline = time.monotonic() + timeout_s
+    query = "SELECT 1 FROM pg_stat_progress_copy WHERE command = 'COPY FROM' AND datname = current_database()"
     with store.connect(autocommit=True) as conn:
         while time.monotonic() < deadline:
-            query = "SELECT 1 FROM pg_stat_progress_copy WHERE command = 'COPY FROM' AND datname = current_database()"
             if conn.execute(query).fetchone():
                 return
             time.sleep(0.005)

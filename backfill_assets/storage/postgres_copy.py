@@ -101,4 +101,4 @@ def _decode(column: pd.Series, kind: str) -> pd.Series:
         return nullable.astype(pd.api.types.pandas_dtype(INTEGERS.get(kind, "bool").lower()))
     if kind == "DOUBLE":
         return column.astype(np.float64)
-    return column.astype(object)
+    return column  # text: pandas' default string dtype, as DuckDB returns it
