@@ -6,6 +6,7 @@ import shutil
 import socket
 import subprocess
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import dagster as dg
@@ -46,7 +47,14 @@ def dagster(
         server = request.getfixturevalue("slow_alpaca")
         project_env = {**project_env, "BACKFILL_PROVIDER": "alpaca", "ALPACA_DATA_URL": server.url,
                        "ALPACA_API_KEY": KEY, "ALPACA_SECRET_KEY": SECRET}  # fmt: skip
-    port, home = free_port(), Path(project_env["DAGSTER_HOME"])
+    with running_dagster(project_env) as url:
+        yield url, {**project_env, "DAGSTER_WEBSERVER_URL": url}
+
+
+@contextmanager
+def running_dagster(env: dict[str, str]) -> Iterator[str]:
+    """dagster-webserver (on a free loopback port) and dagster-daemon for `env`'s DAGSTER_HOME; the URL."""
+    port, home = free_port(), Path(env["DAGSTER_HOME"])
     workspace = str(PROJECT_ROOT / "workspace.yaml")
     logs = home / "logs"
     logs.mkdir()
@@ -55,14 +63,14 @@ def dagster(
         "daemon": [str(BIN / "dagster-daemon"), "run", "-w", workspace],
     }
     procs = [
-        subprocess.Popen(cmd, cwd=PROJECT_ROOT, env=project_env, stdout=(logs / f"{name}.log").open("wb"),
+        subprocess.Popen(cmd, cwd=PROJECT_ROOT, env=env, stdout=(logs / f"{name}.log").open("wb"),
                          stderr=subprocess.STDOUT, start_new_session=True)
         for name, cmd in commands.items()
     ]  # fmt: skip
     url = f"http://127.0.0.1:{port}"
     try:
         wait_until_loaded(url)
-        yield url, {**project_env, "DAGSTER_WEBSERVER_URL": url}
+        yield url
     finally:
         for proc in procs:
             os.killpg(proc.pid, 15)
