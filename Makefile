@@ -39,6 +39,7 @@ dev: install  ## the Dagster UI and daemon on http://127.0.0.1:3000 for the proj
 bench: install-dev  ## benchmark table (printed and written to benchmarks/results/)
 	$(BIN)/python benchmarks/bench_ingest.py
 	$(BIN)/python benchmarks/bench_labels.py
+	$(BIN)/python benchmarks/bench_store.py
 	$(BIN)/python benchmarks/bench_backfill.py
 
 clean:

@@ -6,7 +6,7 @@ from typing import Any
 import pandas as pd
 import psycopg
 
-from backfill_assets.storage.postgres_copy import copy_in, pg_type
+from backfill_assets.storage.postgres_copy import pg_type, stage
 from backfill_assets.storage.sql import pg_params
 
 
@@ -47,7 +47,9 @@ class PostgresReader:
 
     def load(self, name: str, frame: pd.DataFrame, types: Mapping[str, str]) -> None:
         columns = ", ".join(f'"{c}" {pg_type(t)}' for c, t in types.items())
-        self.conn.execute(f"DROP TABLE IF EXISTS pg_temp.{name}")
-        self.conn.execute(f"CREATE TEMP TABLE {name} ({columns})")
         with self.conn.cursor() as cur:
-            copy_in(cur, name, frame[list(types)])
+            cur.execute(f"DROP TABLE IF EXISTS pg_temp.{name}")
+            cur.execute(f"CREATE TEMP TABLE {name} ({columns})")
+            select, params = stage(cur, f"{name}_stage", frame, types, drop_on_commit=False)
+            cur.execute(f"INSERT INTO {name} {select}", params)
+            cur.execute(f"DROP TABLE {name}_stage")

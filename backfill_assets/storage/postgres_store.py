@@ -19,7 +19,7 @@ from psycopg.conninfo import conninfo_to_dict
 
 from backfill_assets.schemas import BARS_COLUMNS, BARS_SQL_TYPES
 from backfill_assets.storage.base import Slice, StoreError, check_slices
-from backfill_assets.storage.postgres_copy import copy_in, copy_out, pg_type, select_list, staged_type
+from backfill_assets.storage.postgres_copy import copy_out, pg_type, select_list, stage
 from backfill_assets.storage.postgres_reader import PostgresReader
 
 SCHEMA_VERSION = 1  # bump with an explicit migration when a table's layout changes
@@ -121,14 +121,11 @@ class PostgresStore:
         self.ensure_table(table, types)
         keys = sorted(set(slices))
         locks = sorted({lock_key(table, ticker) for ticker, _ in keys})
-        staged = ", ".join(f'"{c}" {staged_type(t)}' for c, t in types.items())
         names = ", ".join(f'"{c}"' for c in types)
-        casts = ", ".join(f'CAST("{c}" AS {pg_type(t)})' for c, t in types.items())
         try:
             with self.connect() as conn, conn.cursor() as cur:
                 cur.execute(f"SET LOCAL lock_timeout = '{int(self.lock_timeout_s * 1000)}ms'")
-                cur.execute(f"CREATE TEMP TABLE _stage ({staged}) ON COMMIT DROP")
-                copy_in(cur, "_stage", rows[list(types)])
+                select, params = stage(cur, "_stage", rows, types, drop_on_commit=True)
                 cur.execute(
                     "SELECT pg_advisory_xact_lock(%s, k) FROM unnest(%s::int[]) AS k", (LOCK_CLASS, locks)
                 )
@@ -141,7 +138,7 @@ class PostgresStore:
                     "AND t.ts >= s.session_date - 1 AND t.ts < s.session_date + 2",
                     ([t for t, _ in keys], [d for _, d in keys]),
                 )
-                cur.execute(f'INSERT INTO "{table}" ({names}) SELECT {casts} FROM _stage')
+                cur.execute(f'INSERT INTO "{table}" ({names}) {select}', params)
         except psycopg.errors.LockNotAvailable:
             raise StoreError(
                 f"waited {self.lock_timeout_s:.0f} s for other writers of these tickers in {table}; "
