@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 PYTEST_ARGS ?=
 
-.PHONY: demo test lint dev bench install install-dev clean
+.PHONY: demo test lint dev dev-postgres bench install install-dev clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -34,7 +34,15 @@ test: lint  ## lint, then the whole test suite
 
 dev: install  ## the Dagster UI and daemon on http://127.0.0.1:3000 for the project's DAGSTER_HOME
 	$(BIN)/backfill-assets tickers sync
-	DAGSTER_HOME=$${DAGSTER_HOME:-$(CURDIR)/.dagster_home} $(BIN)/dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000
+	$(BIN)/backfill-assets serve
+
+# Team server: Dagster's instance and the data store on Postgres. Needs DAGSTER_PG_URL (instance
+# database) and BACKFILL_POSTGRES_URL (data; may be the same database).
+dev-postgres: export BACKFILL_INSTANCE = postgres
+dev-postgres: export BACKFILL_STORE = postgres
+dev-postgres: install  ## the same, with the instance and the store on Postgres
+	$(BIN)/backfill-assets tickers sync
+	$(BIN)/backfill-assets serve
 
 bench: install-dev  ## benchmark table (printed and written to benchmarks/results/)
 	$(BIN)/python benchmarks/bench_ingest.py
@@ -43,4 +51,4 @@ bench: install-dev  ## benchmark table (printed and written to benchmarks/result
 	$(BIN)/python benchmarks/bench_backfill.py
 
 clean:
-	rm -rf $(VENV) .dagster_home data
+	rm -rf $(VENV) .dagster_home .dagster_home_postgres data

@@ -1,4 +1,4 @@
-"""The project CLI: `backfill-assets demo | tickers | backfill | status | gaps | setup`."""
+"""The project CLI: `backfill-assets demo | tickers | backfill | status | gaps | setup | serve`."""
 
 import argparse
 import sys
@@ -182,7 +182,41 @@ def build_parser() -> argparse.ArgumentParser:
     setup = commands.add_parser("setup", help="set the provider pools' limits on the instance")
     setup.add_argument("--limit", action="append", default=[], help=f"pool=N (defaults {POOL_LIMITS})")
     setup.set_defaults(func=_setup)
+    serve = commands.add_parser(
+        "serve",
+        help="the Dagster UI and daemon on the project's instance (BACKFILL_INSTANCE: sqlite|postgres)",
+    )
+    serve.add_argument(
+        "--host", default="127.0.0.1", help="bind address (default 127.0.0.1: this machine only)"
+    )
+    serve.add_argument("--port", type=int, default=3000)
+    serve.set_defaults(func=_serve)
     return parser
+
+
+def _serve(args: argparse.Namespace) -> int:
+    """Replace this process with `dagster dev` (webserver + daemon) on the project's DAGSTER_HOME."""
+    import os
+    from pathlib import Path
+
+    from backfill_assets.settings import PROJECT_ROOT
+
+    load_settings()  # a bad setting fails here, clearly, not in the webserver's log
+    home = ensure_dagster_home()
+    dagster = str(Path(sys.executable).with_name("dagster"))
+    command = [
+        dagster,
+        "dev",
+        "-w",
+        str(PROJECT_ROOT / "workspace.yaml"),
+        "-h",
+        args.host,
+        "-p",
+        str(args.port),
+    ]
+    print(f"DAGSTER_HOME={home}: http://{args.host}:{args.port}", flush=True)
+    os.chdir(PROJECT_ROOT)
+    os.execv(dagster, command)
 
 
 def headless_url() -> str:

@@ -108,7 +108,8 @@ def _report(
         row = per_ticker.get(ticker, {"sessions": 0, "rows": 0})
         print(f"{ticker:<8}{int(row['sessions']):>9}{int(row['rows']):>9}")
     print(f"\nData: {store.describe()} ({settings.store}, table bars, {len(bars)} rows in this range)")
-    print("Open the UI: make dev  ->  http://127.0.0.1:3000  (Assets > bars > Partitions)")
+    target = "make dev-postgres" if os.environ.get("BACKFILL_INSTANCE") == "postgres" else "make dev"
+    print(f"Open the UI: {target}  ->  http://127.0.0.1:3000  (Assets > bars > Partitions)")
     complete = len(counts) == len(tickers) and bool((counts["sessions"] == len(sessions)).all())
     if settings.timeframe.name == "1Min":
         complete = complete and bool((counts["rows"] == sum(map(calendar.session_minutes, sessions))).all())
