@@ -69,9 +69,8 @@ def main() -> None:
     parser.add_argument("--bars", type=int, default=1_000_000, help="a multiple of 100,000")
     args = parser.parse_args()
     raw = synthetic_bars(args.bars)
-    now = pd.Timestamp.now(tz="UTC")
-    lineage = {"provider": "bench", "timeframe": "1Min", "adjustment": "raw", "fetched_at": now}
-    bars = raw.assign(volume=1.0, trade_count=1, vwap=raw["close"], **lineage)[list(BARS_COLUMNS)]
+    bars = raw.assign(volume=1.0, trade_count=1, vwap=raw["close"], provider="bench", timeframe="1Min")
+    bars = bars.assign(adjustment="raw", fetched_at=pd.Timestamp.now(tz="UTC"))[list(BARS_COLUMNS)]
     slices = sorted(set(zip(bars["ticker"], bars["session_date"], strict=True)), key=lambda s: (s[1], s[0]))
     duck = DuckDBBarStore(Path(tempfile.mkdtemp()) / "bench.duckdb")
     on_duckdb = measure(bars, slices, duck, DuckDBLabelStore(duck))
