@@ -8,6 +8,7 @@ import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -54,19 +55,26 @@ def database_url(server_url: str, name: str) -> str:
     return urlsplit(server_url)._replace(path=f"/{name}").geturl()
 
 
-@pytest.fixture(scope="session")
-def pg_database(postgres_url: str) -> Iterator[str]:
-    """URL of a database created for this test session on the test server, dropped at its end."""
+@contextmanager
+def fresh_database(server_url: str, prefix: str) -> Iterator[str]:
+    """URL of a new database on the test server, dropped (connections and all) afterwards."""
     import psycopg
 
-    name = f"backfill_test_{os.getpid()}_{secrets.token_hex(3)}"
-    with psycopg.connect(postgres_url, autocommit=True) as conn:
+    name = f"{prefix}_{os.getpid()}_{secrets.token_hex(3)}"
+    with psycopg.connect(server_url, autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{name}"')
     try:
-        yield database_url(postgres_url, name)
+        yield database_url(server_url, name)
     finally:
-        with psycopg.connect(postgres_url, autocommit=True) as conn:
+        with psycopg.connect(server_url, autocommit=True) as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(scope="session")
+def pg_database(postgres_url: str) -> Iterator[str]:
+    """A database of this test session's own on the test server, dropped at its end."""
+    with fresh_database(postgres_url, "backfill_test") as url:
+        yield url
 
 
 @pytest.fixture

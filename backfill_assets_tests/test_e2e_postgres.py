@@ -14,7 +14,7 @@ import yaml
 from backfill_assets.calendar import TradingCalendar
 from backfill_assets.settings import PROJECT_ROOT
 from backfill_assets.storage.postgres_store import PostgresStore
-from backfill_assets_tests.conftest import BIN, database_url, run
+from backfill_assets_tests.conftest import BIN, fresh_database, run
 from backfill_assets_tests.servers.alpaca import AlpacaServer, AlpacaServerConfig, running_alpaca
 from backfill_assets_tests.test_e2e_daemon import KEY, SECRET, max_overlap, running_dagster
 
@@ -27,14 +27,8 @@ RUNS_AT_ONCE = 4
 @pytest.fixture
 def instance_url(postgres_url: str) -> Iterator[str]:
     """A fresh database for Dagster's run, event and schedule storage."""
-    name = f"backfill_instance_{secrets.token_hex(4)}"
-    with psycopg.connect(postgres_url, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    try:
-        yield database_url(postgres_url, name)
-    finally:
-        with psycopg.connect(postgres_url, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    with fresh_database(postgres_url, "backfill_instance") as url:
+        yield url
 
 
 @pytest.fixture

@@ -112,6 +112,11 @@ def test_unreachable_server_is_a_clear_error_without_the_password() -> None:
     assert "s3cret" not in str(err.value) and "s3cret" not in store.describe()
 
 
+def test_a_bad_schema_name_is_refused_before_any_sql() -> None:
+    with pytest.raises(StoreError, match="invalid Postgres schema name 'x\"; DROP TABLE bars; --'"):
+        PostgresStore("postgresql://h/db", 'x"; DROP TABLE bars; --')
+
+
 def test_store_settings_name_the_bad_value(tmp_path: Path) -> None:
     env = {"BACKFILL_TICKERS": "AAPL"}
     with pytest.raises(SettingsError, match="BACKFILL_STORE='sqlite': expected one of duckdb, postgres"):

@@ -17,13 +17,13 @@ import time
 from pathlib import Path
 
 import dagster as dg
+from report import publish  # run as a script: benchmarks/ is on sys.path
 
 from backfill_assets.calendar import get_calendar
 from backfill_assets.settings import PROJECT_ROOT, load_settings
 from backfill_assets.webserver import wait_until_loaded
 
 BIN = Path(sys.executable).parent
-RESULTS = Path(__file__).parent / "results" / "backfill.md"
 TICKERS = ["AAPL", "AMZN", "GOOGL", "MSFT", "NVDA", "TSLA", "META", "NFLX"]
 
 
@@ -96,12 +96,7 @@ def main() -> None:
         "|---|---:|---:|---:|---:|---:|---:|",
         *(measure(args.tickers, n) for n in args.sessions),
     ]
-    table = "\n".join(lines)
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(
-        "Daemon backfills (synthetic provider, DuckDB, shipped dagster.yaml)\n\n" + table + "\n"
-    )
-    print(table)
+    publish("backfill", ["Daemon backfills (synthetic provider, DuckDB, shipped dagster.yaml)", "", *lines])
 
 
 if __name__ == "__main__":

@@ -14,6 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import duckdb
+from report import publish  # run as a script: benchmarks/ is on sys.path
 
 from backfill_assets.calendar import get_calendar
 from backfill_assets.ingest import ingest
@@ -22,7 +23,6 @@ from backfill_assets.providers.synthetic import SyntheticProvider
 from backfill_assets.storage.duckdb_store import DuckDBBarStore
 from backfill_assets.timeframes import TIMEFRAMES
 
-RESULTS = Path(__file__).parent / "results" / "ingest.md"
 M1 = TIMEFRAMES["1Min"]
 
 
@@ -85,10 +85,7 @@ def main() -> None:
     for name, (rows, seconds) in results.items():
         rate = rows / seconds * 60
         lines.append(f"| {name} | {rows:,} | {seconds:.2f} | {rate:,.0f} | {rate / base_rate:.1f} |")
-    table = "\n".join(lines)
-    print(table)
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(table + "\n")
+    publish("ingest", lines)
 
 
 if __name__ == "__main__":

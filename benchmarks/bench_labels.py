@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from report import publish  # run as a script: benchmarks/ is on sys.path
 
 from backfill_assets.labels import kernels, reference
 from backfill_assets.labels.compute import segments, ticker_starts
@@ -26,7 +27,6 @@ from backfill_assets.schemas import BARS_COLUMNS
 from backfill_assets.storage.duckdb_labels import DuckDBLabelStore
 from backfill_assets.storage.duckdb_store import DuckDBBarStore
 
-RESULTS = Path(__file__).parent / "results" / "labels.md"
 PER_TICKER, PER_SESSION = 100_000, 390
 
 
@@ -127,11 +127,8 @@ def main() -> None:
             lines.append(
                 f"| {n:,} | {stage} | {seconds:.2f} | {rate / 1e6:,.0f}M | {rate / ref_rate:,.0f}x |"
             )
-    table = "\n".join(lines)
-    header = f"Labels: the three default sets (H=60, span 100), one process, {dt.date.today()}\n\n"
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(header + table + "\n")
-    print(header + table)
+    header = f"Labels: the three default sets (H=60, span 100), one process, {dt.date.today()}"
+    publish("labels", [header, "", *lines])
 
 
 if __name__ == "__main__":

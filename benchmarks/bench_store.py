@@ -20,6 +20,7 @@ from pathlib import Path
 import pandas as pd
 import psycopg
 from bench_labels import synthetic_bars  # run as a script: benchmarks/ is on sys.path
+from report import publish  # run as a script: benchmarks/ is on sys.path
 
 from backfill_assets.labels.compute import compute_labels, output_types
 from backfill_assets.labels.config import load_label_sets
@@ -31,7 +32,6 @@ from backfill_assets.storage.duckdb_store import DuckDBBarStore
 from backfill_assets.storage.postgres_labels import PostgresLabelStore
 from backfill_assets.storage.postgres_store import PostgresStore
 
-RESULTS = Path(__file__).parent / "results" / "store.md"
 DEFAULT_URL = "postgresql://postgres@127.0.0.1:5432/test"
 
 
@@ -96,10 +96,7 @@ def main() -> None:
             f"| {stage} | {duck_s:.2f} | {n / duck_s * 60 / 1e6:,.1f}M | {pg_s:.2f} "
             f"| {n / pg_s * 60 / 1e6:,.1f}M | {duck_s / pg_s:.2f}x |"
         )
-    table = "\n".join(lines)
-    print(table)
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(table + "\n")
+    publish("store", lines)
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ any point leaves nothing: the server rolls its transaction back when the connect
 
 import datetime as dt
 import hashlib
+import re
 from collections.abc import Collection, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
@@ -27,6 +28,7 @@ LOCK_CLASS = 0x42414B31  # advisory-lock namespace of store writes (two-key form
 LOCK_BUCKETS = 256  # tickers hash into this many locks: a transaction never holds more
 BARS_TYPES = {c: BARS_SQL_TYPES[c] for c in BARS_COLUMNS}
 NOT_NULL = ("ticker", "ts", "session_date")
+IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
 
 
 def lock_key(table: str, ticker: str) -> int:
@@ -38,6 +40,8 @@ class PostgresStore:
     """`bars` (and, through PostgresLabelStore, `labels_<name>`) in one schema of a Postgres database."""
 
     def __init__(self, url: str, schema: str = "public", lock_timeout_s: float = 600.0) -> None:
+        if not IDENTIFIER.match(schema):  # spliced into SQL and connection options
+            raise StoreError(f"invalid Postgres schema name {schema!r}: letters, digits and _ only")
         self.url, self.schema, self.lock_timeout_s = url, schema, lock_timeout_s
         self._ready: set[str] = set()
 
