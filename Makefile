@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 PYTEST_ARGS ?=
 
-.PHONY: demo test lint dev dev-postgres bench install install-dev clean
+.PHONY: demo test faults lint dev dev-postgres bench install install-dev clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -31,6 +31,9 @@ lint: install-dev  ## ruff and mypy (every function typed)
 
 test: lint  ## lint, then the whole test suite
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+faults: install-dev  ## only the fault suite (kill -9 mid-write, provider faults, bad input, exposure)
+	$(BIN)/python -m pytest -m faults $(PYTEST_ARGS)
 
 dev: install  ## the Dagster UI and daemon on http://127.0.0.1:3000 for the project's DAGSTER_HOME
 	$(BIN)/backfill-assets tickers sync

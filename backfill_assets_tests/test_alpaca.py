@@ -103,6 +103,7 @@ def test_split_adjustment_is_applied_and_recorded(
     assert set(stored["adjustment"]) == {"split"}
 
 
+@pytest.mark.faults
 def test_unknown_symbol_fails_alone(
     instance: dg.DagsterInstance, alpaca: AlpacaServer, db_path: Path
 ) -> None:
@@ -122,6 +123,7 @@ def test_unknown_symbol_fails_alone(
     }
 
 
+@pytest.mark.faults
 def test_bad_credentials_fail_once_clearly_and_write_nothing(
     instance: dg.DagsterInstance, alpaca: AlpacaServer, db_path: Path
 ) -> None:
@@ -138,6 +140,7 @@ def test_bad_credentials_fail_once_clearly_and_write_nothing(
     assert not db_path.exists()
 
 
+@pytest.mark.faults
 @pytest.mark.parametrize(
     "faults",
     [[429, 429, 429], [500, 502, 503, 504], ["malformed", "truncated"], ["reset", "reset"], ["slow", "slow"]],
@@ -155,6 +158,7 @@ def test_transient_faults_are_absorbed(
     assert mat.metadata["http_retries"].value == len(faults)
 
 
+@pytest.mark.faults
 def test_thirty_percent_429s_are_absorbed(
     instance: dg.DagsterInstance, alpaca: AlpacaServer, db_path: Path
 ) -> None:
@@ -166,6 +170,7 @@ def test_thirty_percent_429s_are_absorbed(
     assert len(DuckDBBarStore(db_path).read_bars()) == 10 * 390
 
 
+@pytest.mark.faults
 def test_persistent_failure_trips_the_breaker_and_writes_nothing(
     instance: dg.DagsterInstance, alpaca: AlpacaServer, db_path: Path
 ) -> None:

@@ -8,7 +8,7 @@ import pytest
 from backfill_assets_tests.conftest import BIN, run
 from backfill_assets_tests.servers.alpaca import AlpacaServerConfig, running_alpaca
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.faults]
 KEY, SECRET = "PKSECRETKEYNEVERLOGGED", "SECRETvalueThatMustNeverBeLogged42"
 MATERIALIZE = [str(BIN / "dagster"), "asset", "materialize", "-m", "backfill_assets.definitions"]
 

@@ -119,6 +119,7 @@ def test_concurrent_writer_processes_all_land(any_store: Store) -> None:
     assert counts == {t: 8 * 390 for t in tickers}
 
 
+@pytest.mark.faults
 def test_overlapping_writers_never_deadlock_or_mix_and_the_last_wins(any_store: Store) -> None:
     """Four processes rewrite overlapping slices (in different orders, 5 rounds each) at once: every
     slice ends as exactly one writer's complete rows, the one that committed it last."""
@@ -209,6 +210,7 @@ def wait_for_copy(store: PostgresStore, timeout_s: float = 60) -> None:
     raise AssertionError("the writer never started its COPY")
 
 
+@pytest.mark.faults
 @pytest.mark.slow
 @pytest.mark.parametrize("delay_s", [0.2, 0.5, 0.8])
 def test_kill_9_mid_write_leaves_old_or_new_never_partial(

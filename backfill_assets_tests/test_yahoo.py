@@ -137,6 +137,7 @@ def test_split_adjustment_is_applied_and_recorded(
     assert set(stored["adjustment"]) == {adjustment}
 
 
+@pytest.mark.faults
 def test_unknown_symbol_fails_alone(instance: dg.DagsterInstance, yahoo: YahooServer, db_path: Path) -> None:
     yahoo.configure(unknown_symbols=frozenset({"ZZZZ"}))
     instance.add_dynamic_partitions("tickers", ["ZZZZ", "TSLA"])
@@ -160,6 +161,7 @@ def test_minute_bars_older_than_30_days_fail_before_any_request(
     assert not db_path.exists()
 
 
+@pytest.mark.faults
 @pytest.mark.parametrize("faults", [[429, 429], ["truncated"]], ids=["429-burst", "one-truncated-body"])
 def test_transient_faults_are_absorbed(
     instance: dg.DagsterInstance, yahoo: YahooServer, db_path: Path, faults: list[object]
@@ -173,6 +175,7 @@ def test_transient_faults_are_absorbed(
     assert [r.fault for r in data_requests(yahoo)] == [*map(str, faults), None]
 
 
+@pytest.mark.faults
 @pytest.mark.parametrize("kind", ["malformed", "truncated"])
 def test_persistent_unreadable_json_fails_clearly_and_writes_nothing(
     instance: dg.DagsterInstance, yahoo: YahooServer, db_path: Path, kind: str
