@@ -6,7 +6,7 @@ import shutil
 import socket
 import subprocess
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 
 import dagster as dg
@@ -47,40 +47,71 @@ def dagster(
         server = request.getfixturevalue("slow_alpaca")
         project_env = {**project_env, "BACKFILL_PROVIDER": "alpaca", "ALPACA_DATA_URL": server.url,
                        "ALPACA_API_KEY": KEY, "ALPACA_SECRET_KEY": SECRET}  # fmt: skip
-    with running_dagster(project_env) as url:
-        yield url, {**project_env, "DAGSTER_WEBSERVER_URL": url}
+    with running_dagster(project_env) as processes:
+        yield processes.url, {**project_env, "DAGSTER_WEBSERVER_URL": processes.url}
 
 
-@contextmanager
-def running_dagster(env: dict[str, str]) -> Iterator[str]:
-    """dagster-webserver (on a free loopback port) and dagster-daemon for `env`'s DAGSTER_HOME; the URL."""
-    port, home = free_port(), Path(env["DAGSTER_HOME"])
-    workspace = str(PROJECT_ROOT / "workspace.yaml")
-    logs = home / "logs"
-    logs.mkdir()
-    commands = {
-        "webserver": [str(BIN / "dagster-webserver"), "-w", workspace, "-h", "127.0.0.1", "-p", str(port)],
-        "daemon": [str(BIN / "dagster-daemon"), "run", "-w", workspace],
-    }
-    procs = [
-        subprocess.Popen(cmd, cwd=PROJECT_ROOT, env=env, stdout=(logs / f"{name}.log").open("wb"),
-                         stderr=subprocess.STDOUT, start_new_session=True)
-        for name, cmd in commands.items()
-    ]  # fmt: skip
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_until_loaded(url)
-        yield url
-    finally:
-        for proc in procs:
-            os.killpg(proc.pid, 15)
-        for proc in procs:
+class DagsterProcesses:
+    """dagster-webserver (on a free loopback port) and dagster-daemon for `env`'s DAGSTER_HOME, each in
+    a process group of its own; logs next to DAGSTER_HOME in process_logs/."""
+
+    def __init__(self, env: dict[str, str]) -> None:
+        self.env, port = env, free_port()
+        self.url = f"http://127.0.0.1:{port}"
+        self.logs = Path(env["DAGSTER_HOME"]).parent / "process_logs"  # Dagster owns DAGSTER_HOME/logs
+        self.logs.mkdir(exist_ok=True)
+        workspace = str(PROJECT_ROOT / "workspace.yaml")
+        self.commands = {
+            "webserver": [
+                str(BIN / "dagster-webserver"),
+                "-w",
+                workspace,
+                "-h",
+                "127.0.0.1",
+                "-p",
+                str(port),
+            ],
+            "daemon": [str(BIN / "dagster-daemon"), "run", "-w", workspace],
+        }
+        self.started: list[subprocess.Popen[bytes]] = []
+        self.current: dict[str, subprocess.Popen[bytes]] = {}
+
+    def start(self, name: str) -> None:
+        log = (self.logs / f"{name}.log").open("ab")
+        proc = subprocess.Popen(self.commands[name], cwd=PROJECT_ROOT, env=self.env, stdout=log,
+                                stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
+        self.started.append(proc)
+        self.current[name] = proc
+
+    def kill(self, name: str) -> None:
+        """SIGKILL the process alone, as a crash would: its children (code server, runs) live on."""
+        self.current[name].kill()
+        self.current[name].wait()
+
+    def stop(self) -> None:
+        for proc in self.started:
+            with suppress(ProcessLookupError):
+                os.killpg(proc.pid, 15)
+        for proc in self.started:
             try:
                 proc.wait(timeout=60)
             except subprocess.TimeoutExpired:
                 os.killpg(proc.pid, 9)
         if os.environ.get("BACKFILL_KEEP_LOGS"):
-            shutil.copytree(logs, Path(os.environ["BACKFILL_KEEP_LOGS"]), dirs_exist_ok=True)
+            shutil.copytree(self.logs, Path(os.environ["BACKFILL_KEEP_LOGS"]), dirs_exist_ok=True)
+
+
+@contextmanager
+def running_dagster(env: dict[str, str]) -> Iterator[DagsterProcesses]:
+    """Webserver and daemon for `env`, stopped (with every process they started) on exit."""
+    dagster = DagsterProcesses(env)
+    try:
+        dagster.start("webserver")
+        dagster.start("daemon")
+        wait_until_loaded(dagster.url)
+        yield dagster
+    finally:
+        dagster.stop()
 
 
 def max_overlap(spans: list[tuple[float, float]]) -> int:

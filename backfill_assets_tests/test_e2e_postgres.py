@@ -60,8 +60,8 @@ def test_daemon_backfill_with_instance_and_store_on_postgres(
     }  # fmt: skip
     home = Path(env["DAGSTER_HOME"])
     postgres_config(home)
-    with running_dagster(env) as url:
-        env["DAGSTER_WEBSERVER_URL"] = url
+    with running_dagster(env) as processes:
+        env["DAGSTER_WEBSERVER_URL"] = processes.url
         command = [str(BIN / "backfill-assets"), "backfill", "--tickers", ",".join(TICKERS)]
         launched = run([*command, "--start", str(FIRST), "--end", str(LAST)], env)
         assert launched.returncode == 0, launched.stderr
