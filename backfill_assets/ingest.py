@@ -1,9 +1,11 @@
 """Fetch, validate and store a set of (session, ticker) partitions in as few provider calls as possible."""
 
 import datetime as dt
+import math
 import time
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import pandas as pd
@@ -14,6 +16,8 @@ from backfill_assets.schemas import empty_bars, session_of, validate_bars
 from backfill_assets.storage.base import BarStore, Slice
 from backfill_assets.symbols import validate_ticker
 from backfill_assets.timeframes import Timeframe
+
+FULL_SESSION_MINUTES = 390
 
 
 @dataclass(frozen=True)
@@ -59,6 +63,27 @@ def plan_requests(
     return sorted(requests, key=lambda r: (r.tickers, r.sessions[0]))
 
 
+def spread(requests: list[BarRequest], parallel: int, bars_per_page: int) -> list[BarRequest]:
+    """Split requests of many pages into ticker groups, up to `parallel` requests in all.
+
+    A request's pages come one after another (each needs the previous page's token), so one big
+    request uses one connection however many the budget allows. Groups keep their pages full but
+    the last, so the split costs at most one request per group; one-page requests stay whole."""
+    if len(requests) >= parallel:
+        return requests
+    out: list[BarRequest] = []
+    for request in requests:
+        minutes = 1 if request.timeframe.is_daily else FULL_SESSION_MINUTES // request.timeframe.minutes
+        pages = math.ceil(len(request.tickers) * len(request.sessions) * minutes / bars_per_page)
+        groups = max(1, min(parallel // len(requests), len(request.tickers), pages))
+        size = math.ceil(len(request.tickers) / groups)
+        out += [
+            BarRequest(request.tickers[i : i + size], request.sessions, request.timeframe)
+            for i in range(0, len(request.tickers), size)
+        ]
+    return out
+
+
 def _gaps(
     request: BarRequest, bars: pd.DataFrame, calendar: TradingCalendar
 ) -> tuple[set[Slice], dict[Slice, str]]:
@@ -97,12 +122,16 @@ def ingest(
     """
     started = time.monotonic()
     wanted = set(slices)
-    requests = plan_requests(wanted, calendar, timeframe)
+    # Providers that can take several requests at once say so (the budget still caps them).
+    parallel = max(1, getattr(provider, "parallel_requests", 1))
+    bars_per_page = getattr(provider, "bars_per_page", 10_000)
+    requests = spread(plan_requests(wanted, calendar, timeframe), parallel, bars_per_page)
     frames: list[pd.DataFrame] = []
     failed: dict[Slice, str] = {}
     unlisted: set[Slice] = set()
-    for request in requests:
-        result = provider.fetch(request)
+    with ThreadPoolExecutor(min(parallel, len(requests) or 1)) as pool:
+        results = list(pool.map(provider.fetch, requests))  # in order; the first error propagates
+    for request, result in zip(requests, results, strict=True):
         frames.append(result.bars)
         for ticker, reason in result.failed.items():
             failed.update({(ticker, day): reason for day in request.sessions})

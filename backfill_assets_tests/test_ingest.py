@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from backfill_assets.calendar import CalendarError, TradingCalendar
-from backfill_assets.ingest import ingest, plan_requests
+from backfill_assets.ingest import ingest, plan_requests, spread
 from backfill_assets.providers.base import BarRequest, FetchResult
 from backfill_assets.providers.synthetic import SyntheticProvider
 from backfill_assets.schemas import BarValidationError
@@ -138,3 +138,16 @@ def test_a_session_missing_inside_a_tickers_data_is_a_failed_hole(
     stored = store.read_bars().groupby(["ticker", "session_date"]).size()
     assert len(stored) == 7 and ("MSFT", sessions[2]) not in stored.index
     assert not report.unlisted
+
+
+def test_many_page_requests_spread_over_the_parallel_connections(calendar: TradingCalendar) -> None:
+    """One 100-ticker x 50-session request (195 pages) becomes 4 ticker groups covering every ticker
+    once; a one-page request and a provider without parallelism stay as planned."""
+    days = tuple(calendar.sessions_in(D(2024, 1, 2), D(2024, 3, 14)))
+    big = BarRequest(tuple(f"T{i:03d}" for i in range(100)), days, M1)
+    groups = spread([big], parallel=4, bars_per_page=10_000)
+    assert len(groups) == 4 and all(g.sessions == days for g in groups)
+    assert sorted(t for g in groups for t in g.tickers) == list(big.tickers)
+    small = BarRequest(("AAPL", "MSFT"), days[:1], M1)
+    assert spread([small], parallel=4, bars_per_page=10_000) == [small]
+    assert spread([big], parallel=1, bars_per_page=10_000) == [big]

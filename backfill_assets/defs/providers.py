@@ -65,6 +65,9 @@ class HttpProviderResource(BarProviderResource):
         ge=1,
         description="Consecutive failed attempts (5xx, timeouts, bad bodies) that stop a run.",
     )
+    budget_window_s: float = Field(
+        default=60.0, ge=1, le=3600, description="The provider's rate window; the limit scales with it."
+    )
     budget_dir: str | None = Field(default=None, description="Default: <DAGSTER_HOME>/rate_budgets.")
     budget_postgres_url: str | None = Field(
         default=None, description="Share the budget in Postgres. Default: the instance's, if Postgres."
@@ -96,6 +99,7 @@ class HttpProviderResource(BarProviderResource):
             self.requests_per_minute,
             self.max_concurrent_requests,
             postgres_url,
+            self.budget_window_s,
         )
 
     def transport(self, transient: tuple[type[BaseException], ...], json_body: bool) -> Transport:
@@ -131,8 +135,9 @@ class AlpacaProviderResource(HttpProviderResource):
         transient = (requests.Timeout, requests.ConnectionError)
         session = BudgetedSession(self.transport(transient, json_body=True))
         return AlpacaProvider(
-            calendar, session, self.api_key, self.secret_key, self.base_url, self.feed, self.adjustment
-        )
+            calendar, session, self.api_key, self.secret_key, self.base_url, self.feed, self.adjustment,
+            parallel_requests=self.max_concurrent_requests,
+        )  # fmt: skip
 
 
 class YFinanceProviderResource(HttpProviderResource):

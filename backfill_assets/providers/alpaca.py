@@ -54,8 +54,11 @@ class AlpacaProvider:
         base_url: str = DEFAULT_URL,
         feed: str = "iex",
         adjustment: str = "raw",
+        parallel_requests: int = 1,
     ) -> None:
         self.calendar, self.feed, self.adjustment = calendar, DataFeed(feed), adjustment
+        self.parallel_requests = parallel_requests  # requests ingest may have in flight at once
+        self.bars_per_page = 10_000  # alpaca-py's page size (the API's maximum)
         self._adjustment = Adjustment(adjustment)
         self._client = StockHistoricalDataClient(api_key, secret_key, raw_data=True, url_override=base_url)
         # alpaca-py has no parameter for these: its session and its fixed-3-s retry (which ignores

@@ -72,8 +72,10 @@ class RateBudget:
     """`requests_per_minute` and `max_concurrent` for one provider, shared through `directory` or,
     given `postgres_url`, through the instance's Postgres database.
 
-    The window is padded by `margin_s` so requests admitted at the edge of a minute still arrive
-    inside the provider's own window despite network jitter.
+    The limit holds over any `window_s` (a minute by default: `requests_per_minute` per minute; a
+    shorter window scales the limit, e.g. 20 per 6 s for 200/min). The window is padded by a 60th of
+    itself (1 s per minute) so requests admitted at its edge still arrive inside the provider's own
+    window despite network jitter.
     """
 
     def __init__(
@@ -83,7 +85,7 @@ class RateBudget:
         requests_per_minute: int,
         max_concurrent: int,
         postgres_url: str | None = None,
-        margin_s: float = 1.0,
+        window_s: float = 60.0,
         max_wait_s: float = 600.0,
     ) -> None:
         if requests_per_minute < 1:
@@ -93,8 +95,14 @@ class RateBudget:
         self.provider = provider
         self.requests_per_minute, self.max_concurrent = requests_per_minute, max_concurrent
         self.max_wait_s = max_wait_s
-        rates = [Rate(requests_per_minute, int(60_000 + margin_s * 1000))]
-        table = f"budget_{provider}_{requests_per_minute}"
+        if not 1 <= window_s <= 3600:
+            raise ValueError(f"budget window must be 1-3600 s, got {window_s}")
+        per_window = max(1, round(requests_per_minute * window_s / 60))
+        rates = [Rate(per_window, int(window_s * 1000 * 61 / 60))]
+        # One table per configuration; per-minute budgets keep the name they always had.
+        table = f"budget_{provider}_{per_window}" + (
+            "" if window_s == 60 else f"_per_{int(window_s * 1000)}ms"
+        )
         bucket: AbstractBucket
         self._slots: _Slots
         if postgres_url:
@@ -160,18 +168,25 @@ class RateBudget:
             yield
 
 
-_SHARED: dict[tuple[str, Path, int, int, str | None], RateBudget] = {}
+_SHARED: dict[tuple[str, Path, int, int, str | None, float], RateBudget] = {}
 _SHARED_LOCK = threading.Lock()
 
 
 def shared_budget(
-    provider: str, directory: Path, requests_per_minute: int, max_concurrent: int, postgres_url: str | None
+    provider: str,
+    directory: Path,
+    requests_per_minute: int,
+    max_concurrent: int,
+    postgres_url: str | None,
+    window_s: float = 60.0,
 ) -> RateBudget:
     """One RateBudget per configuration and process: runs in one process share its connections."""
-    key = (provider, directory, requests_per_minute, max_concurrent, postgres_url)
+    key = (provider, directory, requests_per_minute, max_concurrent, postgres_url, window_s)
     with _SHARED_LOCK:
         if key not in _SHARED:
-            _SHARED[key] = RateBudget(provider, directory, requests_per_minute, max_concurrent, postgres_url)
+            _SHARED[key] = RateBudget(
+                provider, directory, requests_per_minute, max_concurrent, postgres_url, window_s
+            )
         return _SHARED[key]
 
 

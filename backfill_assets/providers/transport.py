@@ -126,6 +126,7 @@ class Transport:
     json_body: bool = False  # a 200 whose body is not JSON (cut connection, proxy page) is transient
     stats: RequestStats = field(default_factory=RequestStats)
     sleep: Callable[[float], None] = time.sleep
+    _count_lock: threading.Lock = field(default_factory=threading.Lock)  # requests run in threads
 
     def send(self, do_request: Callable[[float], Any]) -> Any:
         """Call `do_request(timeout)` until it succeeds, fails permanently, or retries run out."""
@@ -134,7 +135,7 @@ class Transport:
             last = attempt == self.retry.max_retries
             try:
                 with self.budget.request():
-                    self.stats.requests += 1
+                    self._count(requests=1)
                     response = do_request(self.timeout_s)
             except self.transient_errors as exc:
                 self.breaker.record(False, f"{type(exc).__name__}: {exc}"[:200])
@@ -157,11 +158,17 @@ class Transport:
             if last:
                 return response  # the client raises its own error with the provider's message
             wait = server_wait_s(response.headers) if status == 429 else None
-            self.stats.throttled += status == 429
+            self._count(throttled=int(status == 429))
             self._pause(wait + random.uniform(0, 0.25) if wait is not None else self.retry.backoff(attempt))
         raise AssertionError("unreachable")
 
+    def _count(self, requests: int = 0, throttled: int = 0, retried: int = 0, waited_s: float = 0.0) -> None:
+        with self._count_lock:
+            self.stats.requests += requests
+            self.stats.throttled += throttled
+            self.stats.retried += retried
+            self.stats.waited_s += waited_s
+
     def _pause(self, seconds: float) -> None:
-        self.stats.retried += 1
-        self.stats.waited_s += seconds
+        self._count(retried=1, waited_s=seconds)
         self.sleep(seconds)
