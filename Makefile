@@ -3,6 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 PYTEST_ARGS ?=
+BENCH_MODE ?= short  # bench_alpaca: short (20 requests / 6 s) or full (200 / minute, ~15 min)
 
 .PHONY: demo test faults lint dev dev-postgres bench install install-dev clean
 
@@ -49,6 +50,7 @@ dev-postgres: install  ## the same, with the instance and the store on Postgres
 
 bench: install-dev  ## benchmark table (printed and written to benchmarks/results/)
 	$(BIN)/python benchmarks/bench_ingest.py
+	$(BIN)/python benchmarks/bench_alpaca.py --mode $(BENCH_MODE)
 	$(BIN)/python benchmarks/bench_labels.py
 	$(BIN)/python benchmarks/bench_store.py
 	$(BIN)/python benchmarks/bench_backfill.py
