@@ -5,7 +5,6 @@ ticker group; each chunk is written in its own transaction. If a chunk fails, th
 written are reported with the error so the run can mark them materialized before it fails.
 """
 
-import math
 from collections.abc import Collection
 
 from backfill_assets.calendar import TradingCalendar
@@ -22,10 +21,6 @@ class PartialIngestError(RuntimeError):
     def __init__(self, cause: BaseException, landed: IngestReport | None) -> None:
         super().__init__(str(cause))
         self.cause, self.landed = cause, landed
-
-
-def bars_per_session(timeframe: Timeframe) -> int:
-    return 1 if timeframe.is_daily else math.ceil(390 / timeframe.minutes) + 1
 
 
 def merge(reports: list[IngestReport]) -> IngestReport:
@@ -54,7 +49,7 @@ def ingest_in_chunks(
     budget: MemoryBudget,
 ) -> tuple[IngestReport, int]:
     """Ingest every slice, at most the budget's bars per chunk; returns the report and chunk count."""
-    size = bars_per_session(timeframe)
+    size = timeframe.bars_per_session
     chunks = chunk_by_size([(s, size) for s in sorted(set(slices))], budget.bars_per_chunk())
     reports: list[IngestReport] = []
     for chunk in chunks:

@@ -197,26 +197,16 @@ def build_parser() -> argparse.ArgumentParser:
 def _serve(args: argparse.Namespace) -> int:
     """Replace this process with `dagster dev` (webserver + daemon) on the project's DAGSTER_HOME."""
     import os
-    from pathlib import Path
 
+    from backfill_assets.demo import dagster_dev_command
     from backfill_assets.settings import PROJECT_ROOT
 
     load_settings()  # a bad setting fails here, clearly, not in the webserver's log
     home = ensure_dagster_home()
-    dagster = str(Path(sys.executable).with_name("dagster"))
-    command = [
-        dagster,
-        "dev",
-        "-w",
-        str(PROJECT_ROOT / "workspace.yaml"),
-        "-h",
-        args.host,
-        "-p",
-        str(args.port),
-    ]
+    command = dagster_dev_command(args.host, args.port)
     print(f"DAGSTER_HOME={home}: http://{args.host}:{args.port}", flush=True)
     os.chdir(PROJECT_ROOT)
-    os.execv(dagster, command)
+    os.execv(command[0], command)
 
 
 def headless_url() -> str:

@@ -17,6 +17,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from backfill_assets.calendar import TradingCalendar, get_calendar
+from backfill_assets.home import instance_kind
 from backfill_assets.settings import PROJECT_ROOT, Settings
 from backfill_assets.storage.open import open_store
 from backfill_assets.webserver import backfill_progress, launch_backfill, wait_until_loaded
@@ -28,15 +29,18 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def dagster_dev_command(host: str, port: int) -> list[str]:
+    """`dagster dev` (webserver + daemon) for the project's workspace on host:port."""
+    dagster = str(Path(sys.executable).with_name("dagster"))
+    return [dagster, "dev", "-w", str(PROJECT_ROOT / "workspace.yaml"), "-h", host, "-p", str(port)]
+
+
 @contextmanager
 def dagster_dev(home: Path, port: int) -> Iterator[str]:
     """Run `dagster dev` on 127.0.0.1:port for the project's workspace; stop it on exit."""
     log_path = home / "logs" / "dagster-dev.log"
     log_path.parent.mkdir(parents=True, exist_ok=True)
-    command = [
-        str(Path(sys.executable).with_name("dagster")), "dev", "-w", str(PROJECT_ROOT / "workspace.yaml"),
-        "-h", "127.0.0.1", "-p", str(port),
-    ]  # fmt: skip
+    command = dagster_dev_command("127.0.0.1", port)
     with log_path.open("wb") as log:
         process = subprocess.Popen(
             command, cwd=PROJECT_ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
@@ -108,7 +112,7 @@ def _report(
         row = per_ticker.get(ticker, {"sessions": 0, "rows": 0})
         print(f"{ticker:<8}{int(row['sessions']):>9}{int(row['rows']):>9}")
     print(f"\nData: {store.describe()} ({settings.store}, table bars, {len(bars)} rows in this range)")
-    target = "make dev-postgres" if os.environ.get("BACKFILL_INSTANCE") == "postgres" else "make dev"
+    target = "make dev-postgres" if instance_kind() == "postgres" else "make dev"
     print(f"Open the UI: {target}  ->  http://127.0.0.1:3000  (Assets > bars > Partitions)")
     complete = len(counts) == len(tickers) and bool((counts["sessions"] == len(sessions)).all())
     if settings.timeframe.name == "1Min":

@@ -17,8 +17,6 @@ from backfill_assets.storage.base import BarStore, Slice
 from backfill_assets.symbols import validate_ticker
 from backfill_assets.timeframes import Timeframe
 
-FULL_SESSION_MINUTES = 390
-
 
 @dataclass(frozen=True)
 class IngestReport:
@@ -73,8 +71,8 @@ def spread(requests: list[BarRequest], parallel: int, bars_per_page: int) -> lis
         return requests
     out: list[BarRequest] = []
     for request in requests:
-        minutes = 1 if request.timeframe.is_daily else FULL_SESSION_MINUTES // request.timeframe.minutes
-        pages = math.ceil(len(request.tickers) * len(request.sessions) * minutes / bars_per_page)
+        bars = len(request.tickers) * len(request.sessions) * request.timeframe.bars_per_session
+        pages = math.ceil(bars / bars_per_page)
         groups = max(1, min(parallel // len(requests), len(request.tickers), pages))
         size = math.ceil(len(request.tickers) / groups)
         out += [

@@ -15,6 +15,11 @@ class Timeframe:
         return self.name == "1Day"
 
     @property
+    def bars_per_session(self) -> int:
+        """At most this many bars in one regular session (390 minutes; a partial last bucket counts)."""
+        return 1 if self.is_daily else -(-390 // self.minutes) + 1
+
+    @property
     def pandas_freq(self) -> str:
         return f"{self.minutes}min"
 

@@ -49,6 +49,12 @@ def synthetic_bars(n: int, seed: int = 0) -> pd.DataFrame:
     )  # fmt: skip
 
 
+def as_stored(bars: pd.DataFrame) -> pd.DataFrame:
+    """`synthetic_bars` with the rest of the `bars` table's columns, ready for `replace_bars`."""
+    frame = bars.assign(volume=1.0, trade_count=1, vwap=bars["close"], provider="bench", timeframe="1Min")
+    return frame.assign(adjustment="raw", fetched_at=pd.Timestamp.now(tz="UTC"))[list(BARS_COLUMNS)]
+
+
 def kernels_only(label_sets: tuple[LabelSet, ...], bars: pd.DataFrame, impl: Any) -> Callable[[], None]:
     arrays = {c: np.ascontiguousarray(bars[c].to_numpy(np.float64)) for c in ("open", "high", "low", "close")}
     codes = pd.factorize(bars["ticker"])[0]
@@ -73,10 +79,8 @@ def kernels_only(label_sets: tuple[LabelSet, ...], bars: pd.DataFrame, impl: Any
 
 def end_to_end(label_sets: tuple[LabelSet, ...], bars: pd.DataFrame, path: Path) -> Callable[[], None]:
     """Store the bars once, then time: read from DuckDB, compute every set, write every label table."""
-    frame = bars.assign(volume=1.0, trade_count=1, vwap=bars["close"], provider="bench", timeframe="1Min",
-                        adjustment="raw", fetched_at=pd.Timestamp.now(tz="UTC"))  # fmt: skip
     slices = sorted(set(zip(bars["ticker"], bars["session_date"], strict=True)))
-    DuckDBBarStore(path).replace_bars(frame[list(BARS_COLUMNS)], slices)
+    DuckDBBarStore(path).replace_bars(as_stored(bars), slices)
     store = DuckDBLabelStore(DuckDBBarStore(path))
 
     def run() -> None:

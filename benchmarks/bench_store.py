@@ -19,13 +19,12 @@ from pathlib import Path
 
 import pandas as pd
 import psycopg
-from bench_labels import synthetic_bars  # run as a script: benchmarks/ is on sys.path
+from bench_labels import as_stored, synthetic_bars  # run as a script: benchmarks/ is on sys.path
 from report import publish  # run as a script: benchmarks/ is on sys.path
 
 from backfill_assets.labels.compute import compute_labels, output_types
 from backfill_assets.labels.config import load_label_sets
 from backfill_assets.labels.materialize import materialize_labels
-from backfill_assets.schemas import BARS_COLUMNS
 from backfill_assets.storage.base import LabelStore, Slice
 from backfill_assets.storage.duckdb_labels import DuckDBLabelStore
 from backfill_assets.storage.duckdb_store import DuckDBBarStore
@@ -68,9 +67,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--bars", type=int, default=1_000_000, help="a multiple of 100,000")
     args = parser.parse_args()
-    raw = synthetic_bars(args.bars)
-    bars = raw.assign(volume=1.0, trade_count=1, vwap=raw["close"], provider="bench", timeframe="1Min")
-    bars = bars.assign(adjustment="raw", fetched_at=pd.Timestamp.now(tz="UTC"))[list(BARS_COLUMNS)]
+    bars = as_stored(synthetic_bars(args.bars))
     slices = sorted(set(zip(bars["ticker"], bars["session_date"], strict=True)), key=lambda s: (s[1], s[0]))
     duck = DuckDBBarStore(Path(tempfile.mkdtemp()) / "bench.duckdb")
     on_duckdb = measure(bars, slices, duck, DuckDBLabelStore(duck))

@@ -10,7 +10,8 @@ from collections.abc import Collection, Mapping
 import pandas as pd
 
 from backfill_assets.storage.base import Slice, valid_table
-from backfill_assets.storage.duckdb_store import DuckDBBarStore, table_exists
+from backfill_assets.storage.duckdb_store import DuckDBBarStore
+from backfill_assets.storage.sql import table_exists
 
 OHLC = "ticker, ts, session_date, open, high, low, close"
 

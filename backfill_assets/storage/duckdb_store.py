@@ -18,7 +18,7 @@ import pandas as pd
 from backfill_assets.schemas import BARS_COLUMNS, BARS_SQL_TYPES
 from backfill_assets.storage.base import Slice, StoreError, check_slices
 from backfill_assets.storage.locks import file_lock
-from backfill_assets.storage.sql import DuckDBReader
+from backfill_assets.storage.sql import DuckDBReader, table_exists
 
 BARS_DDL = (
     "CREATE TABLE IF NOT EXISTS bars ("
@@ -31,10 +31,6 @@ BARS_DDL = (
     + ", PRIMARY KEY (ticker, ts))"
 )
 INSERT_SELECT = ", ".join(f"CAST({c} AS {BARS_SQL_TYPES[c]})" for c in BARS_COLUMNS)
-
-
-def table_exists(con: duckdb.DuckDBPyConnection, table: str) -> bool:
-    return bool(con.execute("SELECT 1 FROM duckdb_tables() WHERE table_name = ?", [table]).fetchall())
 
 
 class DuckDBBarStore:

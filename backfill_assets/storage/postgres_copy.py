@@ -132,8 +132,6 @@ def copy_out(
     with conn.cursor() as cur, cur.copy(f"COPY ({query}) TO STDOUT (FORMAT CSV, HEADER)", params) as copy:
         for data in copy:
             chunks.append(bytes(data))
-    if not chunks:
-        return pd.DataFrame({c: pd.Series([], dtype=object) for c in types})
     text = io.BytesIO(b"".join(chunks))
     strings = {c: str for c, t in types.items() if t.upper() == "VARCHAR"}
     # pandas 3 parses floats exactly by default (tested bit for bit in test_storage_postgres).

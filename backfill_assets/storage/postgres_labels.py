@@ -11,7 +11,7 @@ import pandas as pd
 
 from backfill_assets.storage.base import Slice, valid_table
 from backfill_assets.storage.postgres_copy import copy_out, select_list
-from backfill_assets.storage.postgres_store import PostgresStore
+from backfill_assets.storage.postgres_store import PostgresStore, table_columns
 
 KEY_TYPES = {"ticker": "VARCHAR", "ts": "TIMESTAMPTZ", "session_date": "DATE"}
 HISTORY_TYPES = {"code": "INTEGER", "ts": "TIMESTAMPTZ", "session_date": "DATE"} | {
@@ -77,12 +77,7 @@ class PostgresLabelStore:
         with self.bars.reader() as reader:
             if not reader.table_exists(table):
                 return pd.DataFrame()
-            found = reader.conn.execute(
-                "SELECT column_name, data_type FROM information_schema.columns "
-                "WHERE table_schema = current_schema() AND table_name = %s ORDER BY ordinal_position",
-                (table,),
-            ).fetchall()
-            types = {str(c): FROM_PG[str(t)] for c, t in found}
+            types = {c: FROM_PG[t] for c, t in table_columns(reader.conn, table).items()}
             query = f"SELECT {select_list(types)} FROM {name} ORDER BY ticker, ts"
             frame = copy_out(reader.conn, query, {}, types)
         frame["session_date"] = frame["session_date"].dt.date

@@ -36,6 +36,16 @@ def lock_key(table: str, ticker: str) -> int:
     return 1 + int.from_bytes(digest, "big") % LOCK_BUCKETS  # key 0 guards schema changes
 
 
+def table_columns(conn: psycopg.Connection[Any], table: str) -> dict[str, str]:
+    """Column name -> Postgres data type of `table` in the connection's schema, in table order."""
+    found = conn.execute(
+        "SELECT column_name, data_type FROM information_schema.columns "
+        "WHERE table_schema = current_schema() AND table_name = %s ORDER BY ordinal_position",
+        (table,),
+    ).fetchall()
+    return {str(column): str(kind) for column, kind in found}
+
+
 class PostgresStore:
     """`bars` (and, through PostgresLabelStore, `labels_<name>`) in one schema of a Postgres database."""
 
@@ -86,11 +96,7 @@ class PostgresStore:
                 "CREATE TABLE IF NOT EXISTS backfill_schema "
                 "(table_name text PRIMARY KEY, version integer NOT NULL)"
             )
-            found = conn.execute(
-                "SELECT column_name, data_type FROM information_schema.columns "
-                "WHERE table_schema = %s AND table_name = %s ORDER BY ordinal_position",
-                (self.schema, table),
-            ).fetchall()
+            found = table_columns(conn, table)
             if not found:
                 ddl = ", ".join(
                     f'"{c}" {t}{" NOT NULL" if c in NOT_NULL else ""}' for c, t in columns.items()
@@ -98,7 +104,7 @@ class PostgresStore:
                 conn.execute(f'CREATE TABLE "{table}" ({ddl}, PRIMARY KEY (ticker, ts))')
                 conn.execute("INSERT INTO backfill_schema VALUES (%s, %s)", (table, SCHEMA_VERSION))
             else:
-                self._check_layout(conn, table, dict(found), columns)
+                self._check_layout(conn, table, found, columns)
         self._ready.add(table)
 
     def _check_layout(

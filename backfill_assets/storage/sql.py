@@ -36,6 +36,10 @@ class SqlReader(Protocol):
         ...
 
 
+def table_exists(con: duckdb.DuckDBPyConnection, table: str) -> bool:
+    return bool(con.execute("SELECT 1 FROM duckdb_tables() WHERE table_name = ?", [table]).fetchall())
+
+
 def pg_params(sql: str) -> str:
     """`$name` placeholders as psycopg's `%(name)s`."""
     return PARAM.sub(r"%(\1)s", sql)
@@ -57,8 +61,7 @@ class DuckDBReader:
         self.con.execute(sql)
 
     def table_exists(self, table: str) -> bool:
-        found = self.con.execute("SELECT 1 FROM duckdb_tables() WHERE table_name = ?", [table])
-        return bool(found.fetchall())
+        return table_exists(self.con, table)
 
     def enforces_unique_key(self, table: str) -> bool:
         query = (
