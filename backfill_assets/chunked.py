@@ -1,14 +1,18 @@
 """Ingest a run's slices in chunks sized by its memory budget, so RSS does not grow with the run.
 
 Chunks are ticker-major runs of consecutive sessions, so each is still one provider request per
-ticker group; each chunk is written in its own transaction. If a chunk fails, the slices already
-written are reported with the error so the run can mark them materialized before it fails.
+ticker group; each chunk is written in its own transaction. The next chunk is fetched while the
+current one is validated and written, so the rate budget is not left idle during writes; two
+chunks are then alive at once, so each gets half of what the budget leaves. If a chunk fails, the
+slices already written are reported with the error so the run can mark them materialized first.
 """
 
+import time
 from collections.abc import Collection
+from concurrent.futures import Future, ThreadPoolExecutor
 
 from backfill_assets.calendar import TradingCalendar
-from backfill_assets.ingest import IngestReport, ingest
+from backfill_assets.ingest import Fetched, IngestReport, fetch, write
 from backfill_assets.memory import MemoryBudget, chunk_by_size
 from backfill_assets.providers.base import BarProvider
 from backfill_assets.storage.base import BarStore, Slice
@@ -23,7 +27,8 @@ class PartialIngestError(RuntimeError):
         self.cause, self.landed = cause, landed
 
 
-def merge(reports: list[IngestReport]) -> IngestReport:
+def merge(reports: list[IngestReport], started: float) -> IngestReport:
+    """One report for a run's chunks; its duration is the wall time since `started` (chunks overlap)."""
     first = [r.first_ts for r in reports if r.first_ts is not None]
     last = [r.last_ts for r in reports if r.last_ts is not None]
     return IngestReport(
@@ -36,7 +41,7 @@ def merge(reports: list[IngestReport]) -> IngestReport:
         timeframe=reports[0].timeframe,
         adjustment=reports[0].adjustment,
         requests=sum(r.requests for r in reports),
-        duration_s=sum(r.duration_s for r in reports),
+        duration_s=time.monotonic() - started,
     )
 
 
@@ -49,13 +54,31 @@ def ingest_in_chunks(
     budget: MemoryBudget,
 ) -> tuple[IngestReport, int]:
     """Ingest every slice, at most the budget's bars per chunk; returns the report and chunk count."""
+    started = time.monotonic()
     size = timeframe.bars_per_session
-    chunks = chunk_by_size([(s, size) for s in sorted(set(slices))], budget.bars_per_chunk())
+    items = [(s, size) for s in sorted(set(slices))]
+    limit = budget.bars_per_chunk()
+    if len(items) * size > limit:
+        limit = max(1, limit // 2)  # one chunk written while the next is fetched
+    chunks = chunk_by_size(items, limit)
     reports: list[IngestReport] = []
-    for chunk in chunks:
-        try:
-            reports.append(ingest(chunk, provider, store, calendar, timeframe))  # type: ignore[arg-type]
-            budget.guard()
-        except Exception as exc:
-            raise PartialIngestError(exc, merge(reports) if reports else None) from exc
-    return merge(reports), len(chunks)
+    prefetch = ThreadPoolExecutor(1, thread_name_prefix="prefetch")
+
+    def submit(chunk: list[object]) -> "Future[Fetched]":
+        return prefetch.submit(fetch, chunk, provider, calendar, timeframe)  # type: ignore[arg-type]
+
+    try:
+        pending = submit(chunks[0]) if chunks else None
+        for i in range(len(chunks)):
+            assert pending is not None
+            try:
+                fetched = pending.result()
+                pending = submit(chunks[i + 1]) if i + 1 < len(chunks) else None
+                reports.append(write(fetched, provider, store, calendar, timeframe))
+                budget.guard()
+            except Exception as exc:
+                raise PartialIngestError(exc, merge(reports, started) if reports else None) from exc
+    finally:
+        # On failure a fetch in flight cannot be interrupted; do not wait for it to fail the run.
+        prefetch.shutdown(wait=False, cancel_futures=True)
+    return merge(reports, started), len(chunks)

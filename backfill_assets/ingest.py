@@ -11,8 +11,8 @@ from dataclasses import dataclass
 import pandas as pd
 
 from backfill_assets.calendar import TradingCalendar
-from backfill_assets.providers.base import BarProvider, BarRequest
-from backfill_assets.schemas import empty_bars, session_of, validate_bars
+from backfill_assets.providers.base import BarProvider, BarRequest, FetchResult
+from backfill_assets.schemas import distinct_pairs, empty_bars, session_of, validate_bars
 from backfill_assets.storage.base import BarStore, Slice
 from backfill_assets.symbols import validate_ticker
 from backfill_assets.timeframes import Timeframe
@@ -87,7 +87,8 @@ def _gaps(
 ) -> tuple[set[Slice], dict[Slice, str]]:
     """Sessions of `request` without bars, per ticker that has bars: before its first bar the ticker
     was not listed yet (an empty slice); after it, a hole at the provider (a failed slice)."""
-    have = set(zip(bars["ticker"], session_of(bars["ts"], calendar.tz), strict=True)) if len(bars) else set()
+    pairs = pd.DataFrame({"ticker": bars["ticker"], "day": session_of(bars["ts"], calendar.tz)})
+    have = set(distinct_pairs(pairs))
     unlisted, holes = set(), {}
     for ticker in {t for t, _ in have}:
         days = [day for day in request.sessions if (ticker, day) in have]
@@ -104,32 +105,39 @@ def _gaps(
     return unlisted, holes
 
 
-def ingest(
-    slices: Iterable[Slice],
-    provider: BarProvider,
-    store: BarStore,
-    calendar: TradingCalendar,
-    timeframe: Timeframe,
-) -> IngestReport:
-    """Fetch every slice, validate all bars, then replace the fetched slices in one store write.
+@dataclass(frozen=True)
+class Fetched:
+    """One chunk's provider answers, validated by nothing yet; `write` stores them."""
 
-    Slices of tickers the provider does not know, and sessions missing inside a ticker's data, are
-    reported in `failed` and left untouched in the store; sessions before a ticker's first bar are
-    written empty and reported in `unlisted`. Any other provider or validation error raises before
-    anything is written.
-    """
+    wanted: frozenset[Slice]
+    requests: list[BarRequest]
+    results: list[FetchResult]
+    started: float
+
+
+def fetch(
+    slices: Iterable[Slice], provider: BarProvider, calendar: TradingCalendar, timeframe: Timeframe
+) -> Fetched:
+    """Every slice's bars, in as few requests as the plan allows, parallel where the provider can."""
     started = time.monotonic()
-    wanted = set(slices)
+    wanted = frozenset(slices)
     # Providers that can take several requests at once say so (the budget still caps them).
     parallel = max(1, getattr(provider, "parallel_requests", 1))
     bars_per_page = getattr(provider, "bars_per_page", 10_000)
     requests = spread(plan_requests(wanted, calendar, timeframe), parallel, bars_per_page)
+    with ThreadPoolExecutor(min(parallel, len(requests) or 1)) as pool:
+        results = list(pool.map(provider.fetch, requests))  # in order; the first error propagates
+    return Fetched(wanted, requests, results, started)
+
+
+def write(
+    fetched: Fetched, provider: BarProvider, store: BarStore, calendar: TradingCalendar, timeframe: Timeframe
+) -> IngestReport:
+    """Validate a chunk's bars, then replace its slices in one store write (see `ingest`)."""
     frames: list[pd.DataFrame] = []
     failed: dict[Slice, str] = {}
     unlisted: set[Slice] = set()
-    with ThreadPoolExecutor(min(parallel, len(requests) or 1)) as pool:
-        results = list(pool.map(provider.fetch, requests))  # in order; the first error propagates
-    for request, result in zip(requests, results, strict=True):
+    for request, result in zip(fetched.requests, fetched.results, strict=True):
         frames.append(result.bars)
         for ticker, reason in result.failed.items():
             failed.update({(ticker, day): reason for day in request.sessions})
@@ -137,8 +145,8 @@ def ingest(
         unlisted |= empty
         failed |= holes
     frame = pd.concat(frames, ignore_index=True) if frames else empty_bars()
-    written = wanted - failed.keys()
-    validate_bars(frame, calendar.tz, written)
+    written = fetched.wanted - failed.keys()
+    validate_bars(frame, calendar.tz, set(written))
     frame["session_date"] = session_of(frame["ts"], calendar.tz)
     frame["provider"] = provider.name
     frame["timeframe"] = timeframe.name
@@ -156,6 +164,23 @@ def ingest(
         provider=provider.name,
         timeframe=timeframe.name,
         adjustment=provider.adjustment,
-        requests=len(requests),
-        duration_s=time.monotonic() - started,
+        requests=len(fetched.requests),
+        duration_s=time.monotonic() - fetched.started,
     )
+
+
+def ingest(
+    slices: Iterable[Slice],
+    provider: BarProvider,
+    store: BarStore,
+    calendar: TradingCalendar,
+    timeframe: Timeframe,
+) -> IngestReport:
+    """Fetch every slice, validate all bars, then replace the fetched slices in one store write.
+
+    Slices of tickers the provider does not know, and sessions missing inside a ticker's data, are
+    reported in `failed` and left untouched in the store; sessions before a ticker's first bar are
+    written empty and reported in `unlisted`. Any other provider or validation error raises before
+    anything is written.
+    """
+    return write(fetch(slices, provider, calendar, timeframe), provider, store, calendar, timeframe)

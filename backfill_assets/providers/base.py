@@ -8,6 +8,7 @@ from typing import Protocol
 import pandas as pd
 
 from backfill_assets.calendar import TradingCalendar
+from backfill_assets.schemas import session_of
 from backfill_assets.timeframes import Timeframe
 
 
@@ -54,9 +55,10 @@ def regular_hours(frame: pd.DataFrame, calendar: TradingCalendar, timeframe: Tim
     """Keep bars whose bucket overlaps regular hours: [open floored to the bar size, close)."""
     if timeframe.is_daily or frame.empty:
         return frame
-    day = frame["ts"].dt.tz_convert(calendar.tz).dt.date
-    bounds = {d: calendar.open_close(d) for d in set(day) if calendar.is_session(d)}
+    day = session_of(frame["ts"], calendar.tz)
+    bounds = {d: calendar.open_close(d) for d in day.unique() if d is not None and calendar.is_session(d)}
     width = pd.Timedelta(minutes=timeframe.minutes)
-    start = day.map(lambda d: bounds[d][0].floor(width) if d in bounds else pd.NaT)
-    end = day.map(lambda d: bounds[d][1] if d in bounds else pd.NaT)
+    # Dict lookups per row, not Python calls per row: this ran on every fetched page.
+    start = pd.to_datetime(day.map({d: o.floor(width) for d, (o, _) in bounds.items()}), utc=True)
+    end = pd.to_datetime(day.map({d: c for d, (_, c) in bounds.items()}), utc=True)
     return frame[(frame["ts"] >= start) & (frame["ts"] < end)].reset_index(drop=True)

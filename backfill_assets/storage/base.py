@@ -20,8 +20,9 @@ class StoreError(RuntimeError):
 
 def check_slices(frame: pd.DataFrame, slices: Collection[Slice]) -> None:
     """Refuse rows whose (ticker, session) is not among the slices being replaced."""
-    days = pd.to_datetime(frame["session_date"]).dt.date
-    stray = set(zip(frame["ticker"], days, strict=True)) - set(slices)
+    pairs = frame[["ticker", "session_date"]].drop_duplicates()
+    days = pd.to_datetime(pairs["session_date"]).dt.date
+    stray = set(zip(pairs["ticker"], days, strict=True)) - set(slices)
     if stray:
         raise StoreError(f"rows outside the slices being replaced, e.g. {sorted(stray)[0]}")
 

@@ -1,0 +1,140 @@
+"""The partition space at scale: a bars asset of 400 tickers x 252 sessions (100,800 partitions).
+
+A fresh DAGSTER_HOME (SQLite, the shipped dagster.yaml) whose partitions start 252 sessions before
+the last closed one, with 400 tickers registered. Timed:
+- listing every partition key (the MultiPartitionsDefinition against the instance);
+- the query the UI's partitions page issues (PartitionHealthQuery, from dagster-webserver's own
+  bundle) over HTTP: with nothing materialized and with 40 tickers' year (10,080) materialized;
+- launching a backfill of every partition (`backfill-assets backfill`'s GraphQL call), and the time
+  until the daemon has created all its runs. The queue is held (max_concurrent_runs: 0) so only the
+  launch is timed, then the backfill is cancelled.
+Usage: python benchmarks/bench_scale.py [--tickers 400] [--sessions 252]
+"""
+
+import argparse
+import datetime as dt
+import os
+import statistics
+import time
+from collections.abc import Callable
+from typing import Any
+
+import dagster as dg
+from dagster_procs import fresh_home, running_dagster  # run as a script: benchmarks/ is on sys.path
+from report import publish
+
+from backfill_assets.calendar import get_calendar
+from backfill_assets.settings import PROJECT_ROOT, TICKER_PARTITIONS
+from backfill_assets.webserver import LAUNCH, graphql
+
+# Verbatim from dagster-webserver 1.13.27's UI (the asset's Partitions tab).
+PARTITION_HEALTH = """
+query PartitionHealthQuery($assetKey: AssetKeyInput!) {
+  assetNodeOrError(assetKey: $assetKey) {
+    ... on AssetNode {
+      id
+      partitionKeysByDimension { name type partitionKeys }
+      assetPartitionStatuses {
+        ... on TimePartitionStatuses { ranges { status startTime endTime startKey endKey } }
+        ... on DefaultPartitionStatuses { materializedPartitions materializingPartitions failedPartitions }
+        ... on MultiPartitionStatuses {
+          primaryDimensionName
+          ranges {
+            primaryDimStartKey primaryDimEndKey primaryDimStartTime primaryDimEndTime
+            secondaryDim {
+              ... on TimePartitionStatuses { ranges { status startTime endTime startKey endKey } }
+              ... on DefaultPartitionStatuses {
+                materializedPartitions materializingPartitions failedPartitions
+              }
+            }
+          }
+        }
+      }
+    }
+  }
+}
+"""
+CANCEL = """
+mutation($id: String!) { cancelPartitionBackfill(backfillId: $id) { __typename } }
+"""
+
+
+def timed(fn: Callable[..., Any], *args: object, **kwargs: object) -> tuple[Any, float]:
+    started = time.perf_counter()
+    result = fn(*args, **kwargs)
+    return result, time.perf_counter() - started
+
+
+def page_load(url: str, repeat: int = 3) -> float:
+    """Median seconds of the partitions page's query (the first call warms the status cache)."""
+    graphql(url, PARTITION_HEALTH, {"assetKey": {"path": ["bars"]}}, timeout=600)
+    return statistics.median(
+        timed(graphql, url, PARTITION_HEALTH, {"assetKey": {"path": ["bars"]}}, timeout=600)[1]
+        for _ in range(repeat)
+    )
+
+
+def materialize(instance: dg.DagsterInstance, tickers: list[str], sessions: list[dt.date]) -> None:
+    for ticker in tickers:
+        for day in sessions:
+            key = dg.MultiPartitionKey({"date": day.isoformat(), "ticker": ticker})
+            instance.report_runless_asset_event(dg.AssetMaterialization("bars", partition=key))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--tickers", type=int, default=400)
+    parser.add_argument("--sessions", type=int, default=252)
+    args = parser.parse_args()
+    shipped = (PROJECT_ROOT / "dagster.yaml").read_text()
+    home, env = fresh_home(shipped.replace("max_concurrent_runs: 4", "max_concurrent_runs: 0"))
+    every = get_calendar("XNYS", dt.date(2020, 1, 2))
+    last = every.last_completed()
+    sessions = every.sessions_in(every.first_session, last)[-args.sessions :]
+    env["BACKFILL_START_DATE"] = sessions[0].isoformat()
+    os.environ.update(env)  # the definitions below read the start date when imported
+    from backfill_assets.defs.partitions import bars_partitions
+
+    tickers = [f"T{i:03d}" for i in range(args.tickers)]
+    partitions = len(tickers) * len(sessions)
+    rows: list[tuple[str, float]] = []
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        rows.append(("register the tickers (dynamic partitions)",
+                     timed(instance.add_dynamic_partitions, TICKER_PARTITIONS, tickers)[1]))  # fmt: skip
+        keys, seconds = timed(bars_partitions.get_partition_keys, dynamic_partitions_store=instance)
+        assert len(keys) == partitions, (len(keys), partitions)
+        rows.append((f"list every partition key ({partitions:,})", seconds))
+        with running_dagster(env) as url:
+            rows.append(("UI partitions page query, nothing materialized", page_load(url)))
+            done = tickers[:40]
+            rows.append((f"record {len(done) * len(sessions):,} materializations (runless events)",
+                         timed(materialize, instance, done, sessions)[1]))  # fmt: skip
+            rows.append((f"UI partitions page query, {len(done) * len(sessions):,} materialized",
+                         page_load(url)))  # fmt: skip
+            names = [f"{day.isoformat()}|{t}" for t in tickers for day in sessions]
+            params = {"assetSelection": [{"path": ["bars"]}], "partitionNames": names, "title": "scale"}
+            started = time.monotonic()
+            launched = graphql(url, LAUNCH, {"p": params}, timeout=600)["launchPartitionBackfill"]
+            rows.append((f"launch a backfill of all {partitions:,} (GraphQL)", time.monotonic() - started))
+            backfill_id = launched["backfillId"]
+            expected = min(len(tickers), len(sessions))  # single_run: one run per smaller-dimension value
+            filters = dg.RunsFilter(tags={"dagster/backfill": backfill_id})
+            while (created := instance.get_runs_count(filters)) < expected:
+                if time.monotonic() - started > 1800:
+                    raise TimeoutError(f"only {created} of {expected} runs after 30 minutes")
+                time.sleep(1)
+            rows.append((f"... until the daemon has queued all {expected} runs", time.monotonic() - started))
+            graphql(url, CANCEL, {"id": backfill_id}, timeout=600)
+    lines = [
+        f"Partition space: bars over {len(tickers)} tickers x {len(sessions)} sessions = {partitions:,} "
+        f"partitions, SQLite instance, {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC",
+        "",
+        "| step | seconds |",
+        "|---|---:|",
+        *(f"| {name} | {seconds:.2f} |" for name, seconds in rows),
+    ]
+    publish("scale", lines)
+
+
+if __name__ == "__main__":
+    main()
