@@ -24,6 +24,11 @@ DEFAULT_URL = "https://data.alpaca.markets"
 PERMANENT_STATUS = frozenset({400, 401, 403, 404, 422})
 
 
+# Alpaca's bar fields by our column names.
+FIELDS = {"ts": "t", "open": "o", "high": "h", "low": "l", "close": "c", "volume": "v",
+          "trade_count": "n", "vwap": "vw"}  # fmt: skip
+
+
 def alpaca_timeframe(timeframe: Timeframe) -> TimeFrame:
     if timeframe.is_daily:
         return TimeFrame(1, TimeFrameUnit.Day)
@@ -104,12 +109,15 @@ class AlpacaProvider:
     def _frame(raw: object) -> pd.DataFrame:
         if not isinstance(raw, dict) or not raw:
             return empty_bars()
-        rows = [
-            (symbol, *(bar.get(k) for k in "tohlcvn"), bar.get("vw"))
-            for symbol, bars in raw.items()
-            for bar in bars
-        ]
-        frame = pd.DataFrame(rows, columns=list(PROVIDER_COLUMNS))
-        frame["ts"] = pd.to_datetime(frame["ts"], utc=True).astype("datetime64[us, UTC]")
+        bars = [bar for symbol_bars in raw.values() for bar in symbol_bars]
+        # Column by column: a list per field is several times cheaper than a row tuple per bar.
+        columns = {
+            "ticker": [symbol for symbol, symbol_bars in raw.items() for _ in symbol_bars],
+            **{name: [bar.get(key) for bar in bars] for name, key in FIELDS.items()},
+        }
+        frame = pd.DataFrame(columns, columns=list(PROVIDER_COLUMNS))
+        frame["ts"] = pd.to_datetime(frame["ts"], utc=True, format="ISO8601").astype("datetime64[us, UTC]")
+        for name in ("open", "high", "low", "close", "volume", "vwap"):
+            frame[name] = frame[name].astype("float64")
         frame["trade_count"] = frame["trade_count"].fillna(0).astype("int64")
         return frame
