@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 PYTEST_ARGS ?=
 BENCH_MODE ?= short  # bench_alpaca: short (20 requests / 6 s) or full (200 / minute, ~15 min)
 
-.PHONY: demo test faults lint dev dev-postgres bench install install-dev clean
+.PHONY: demo test faults lint dev dev-postgres bench ui-check install install-dev clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -34,7 +34,7 @@ test: lint  ## lint, then the whole test suite
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 faults: install-dev  ## only the fault suite (kill -9 mid-write, provider faults, bad input, exposure)
-	$(BIN)/python -m pytest -m faults $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -m faults --fault-report=benchmarks/results/faults.md $(PYTEST_ARGS)
 
 dev: install  ## the Dagster UI and daemon on http://127.0.0.1:3000 for the project's DAGSTER_HOME
 	$(BIN)/backfill-assets tickers sync
@@ -54,6 +54,12 @@ bench: install-dev  ## benchmark table (printed and written to benchmarks/result
 	$(BIN)/python benchmarks/bench_labels.py
 	$(BIN)/python benchmarks/bench_store.py
 	$(BIN)/python benchmarks/bench_backfill.py
+
+ui-check: install-dev  ## headless Chromium renders the UI's bars partitions and backfills pages
+	@command -v chromium >/dev/null || { \
+		if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq chromium; \
+		else sudo apt-get update -qq && sudo apt-get install -y -qq chromium; fi; }
+	$(BIN)/python benchmarks/ui_check.py
 
 clean:
 	rm -rf $(VENV) .dagster_home .dagster_home_postgres data

@@ -24,6 +24,7 @@ from backfill_assets.storage.duckdb_store import DuckDBBarStore
 from backfill_assets.storage.postgres_store import PostgresStore
 
 BIN = Path(sys.executable).parent
+pytest_plugins = ["backfill_assets_tests.fault_report"]
 
 
 @pytest.fixture(scope="session")
