@@ -35,6 +35,7 @@ test: lint  ## lint, then the whole test suite
 
 faults: install-dev  ## only the fault suite (kill -9 mid-write, provider faults, bad input, exposure)
 	$(BIN)/python -m pytest -m faults --fault-report=benchmarks/results/faults.md $(PYTEST_ARGS)
+	$(BIN)/python benchmarks/readme.py
 
 dev: install  ## the Dagster UI and daemon on http://127.0.0.1:3000 for the project's DAGSTER_HOME
 	$(BIN)/backfill-assets tickers sync
@@ -54,12 +55,15 @@ bench: install-dev  ## benchmark table (printed and written to benchmarks/result
 	$(BIN)/python benchmarks/bench_labels.py
 	$(BIN)/python benchmarks/bench_store.py
 	$(BIN)/python benchmarks/bench_backfill.py
+	$(BIN)/python benchmarks/bench_scale.py
+	$(BIN)/python benchmarks/readme.py
 
 ui-check: install-dev  ## headless Chromium renders the UI's bars partitions and backfills pages
 	@command -v chromium >/dev/null || { \
 		if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq chromium; \
 		else sudo apt-get update -qq && sudo apt-get install -y -qq chromium; fi; }
 	$(BIN)/python benchmarks/ui_check.py
+	$(BIN)/python benchmarks/readme.py
 
 clean:
 	rm -rf $(VENV) .dagster_home .dagster_home_postgres data

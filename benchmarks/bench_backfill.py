@@ -6,7 +6,8 @@ tickers x sessions, then reads the runs and materializations back from the insta
 - Memory: 1x and 10x the sessions per run (single_run: one run per ticker).
 - Orchestration: 2,000 partitions, as single_run (8 runs) and as multi_run of 50 (40 runs). The
   overhead share is the part of the backfill's wall time (launch to COMPLETED) in which no run was
-  computing the asset: the daemon's cadences, queueing, run process start-up and tear-down.
+  computing the asset: the daemon's cadences, queueing, run process start-up and tear-down. The
+  label sensor is stopped so that the queue holds only this backfill's runs.
 Usage: python benchmarks/bench_backfill.py [--quick]
 """
 
@@ -15,7 +16,12 @@ import subprocess
 import time
 
 import dagster as dg
-from dagster_procs import BIN, fresh_home, running_dagster  # run as a script: benchmarks/ is on sys.path
+from dagster_procs import (
+    BIN,
+    fresh_home,
+    running_dagster,
+    stop_sensor,
+)  # run as a script: benchmarks/ is on sys.path
 from report import publish
 
 from backfill_assets.calendar import get_calendar
@@ -40,6 +46,8 @@ def measure(n_tickers: int, n_sessions: int, batch: int | None) -> str:
         env["BACKFILL_PARTITIONS_PER_RUN"] = str(batch)
     calendar = get_calendar("XNYS", load_settings().start_date)
     sessions = calendar.sessions_in(calendar.first_session, calendar.last_completed())[:n_sessions]
+    # Labels follow new bars through their own runs; kept out so the queue holds only this backfill.
+    stop_sensor(env, "label_recompute_sensor")
     with running_dagster(env) as url:
         started = time.monotonic()
         command = [str(BIN / "backfill-assets"), "backfill", "--assets", "bars",

@@ -51,3 +51,10 @@ def running_dagster(env: dict[str, str], daemon: bool = True) -> Iterator[str]:
         for proc in procs:
             os.killpg(proc.pid, signal.SIGTERM)
             proc.wait(timeout=60)
+
+
+def stop_sensor(env: dict[str, str], name: str) -> None:
+    """Stop a sensor in the instance (as the UI's toggle does), so its runs do not share the queue."""
+    workspace = str(PROJECT_ROOT / "workspace.yaml")
+    subprocess.run([str(BIN / "dagster"), "sensor", "stop", name, "-w", workspace],
+                   env=env, cwd=PROJECT_ROOT, check=True, capture_output=True)  # fmt: skip

@@ -129,7 +129,10 @@ def _gateway_page(status: int) -> _Reply:
 
 
 def _rfc3339(t: dt.datetime) -> str:
-    return t.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    # The server renders ~40k bars/s per core; on 2 cores strftime per bar capped the benchmark at
+    # the server's speed instead of the rate limit. isoformat is the same text, several times cheaper.
+    utc = t if t.utcoffset() == dt.timedelta(0) else t.astimezone(UTC)
+    return utc.replace(tzinfo=None, microsecond=0).isoformat() + "Z"
 
 
 def _aware(t: dt.datetime) -> dt.datetime:
@@ -539,12 +542,15 @@ class AlpacaServer:
         ex_date, ratio = cfg.splits.get(symbol, (None, 1.0))
         adjusts = q.adjustment in ("split", "all")  # no dividends are modelled, so "dividend" is raw
         bars: list[tuple[Bar, float]] = []
+        needs_day = listed is not None or (adjusts and ex_date is not None)
         for bar in cfg.bars(symbol, q.timeframe, lo, hi):
             t = _aware(bar["t"])
-            day = t.astimezone(NEW_YORK).date()
-            if not lo <= t <= hi or (listed is not None and day < listed):
+            if not lo <= t <= hi:
                 continue
-            factor = ratio if adjusts and ex_date is not None and day < ex_date else 1.0
+            day = t.astimezone(NEW_YORK).date() if needs_day else None
+            if listed is not None and day is not None and day < listed:
+                continue
+            factor = ratio if adjusts and ex_date is not None and day is not None and day < ex_date else 1.0
             bars.append((bar, factor))
         bars.sort(key=lambda pair: pair[0]["t"], reverse=q.descending)
         return bars
