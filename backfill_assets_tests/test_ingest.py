@@ -8,7 +8,7 @@ import pytest
 
 from backfill_assets.calendar import CalendarError, TradingCalendar
 from backfill_assets.ingest import ingest, plan_requests, spread
-from backfill_assets.providers.base import BarRequest, FetchResult
+from backfill_assets.providers.base import BarRequest, FetchResult, regular_hours
 from backfill_assets.providers.synthetic import SyntheticProvider
 from backfill_assets.schemas import BarValidationError
 from backfill_assets.storage.duckdb_store import DuckDBBarStore
@@ -151,3 +151,19 @@ def test_many_page_requests_spread_over_the_parallel_connections(calendar: Tradi
     small = BarRequest(("AAPL", "MSFT"), days[:1], M1)
     assert spread([small], parallel=4, bars_per_page=10_000) == [small]
     assert spread([big], parallel=1, bars_per_page=10_000) == [big]
+
+
+def test_regular_hours_keeps_bars_overlapping_each_session(calendar: TradingCalendar) -> None:
+    stamps = {  # UTC (New York is UTC-4 in July); 2024-07-03 closes at 13:00, 07-04 is a holiday
+        "2024-07-03 13:29": False, "2024-07-03 13:30": True, "2024-07-03 16:59": True,
+        "2024-07-03 17:00": False, "2024-07-04 14:00": False, "2024-07-05 19:59": True,
+        "2024-07-05 20:00": False,
+    }  # fmt: skip
+    frame = pd.DataFrame({"ticker": "AAPL", "ts": pd.to_datetime(list(stamps), utc=True).as_unit("us")})
+    kept = regular_hours(frame, calendar, M1)
+    assert list(kept["ts"].dt.strftime("%Y-%m-%d %H:%M")) == [k for k, keep in stamps.items() if keep]
+    # An hourly bar starting before the 9:30 open still covers regular hours: the open is floored.
+    hourly = pd.DataFrame(
+        {"ticker": "AAPL", "ts": pd.to_datetime(["2024-07-05 12:00", "2024-07-05 13:00"], utc=True)}
+    )
+    assert list(regular_hours(hourly, calendar, TIMEFRAMES["1Hour"])["ts"].dt.hour) == [13]
