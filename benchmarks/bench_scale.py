@@ -89,11 +89,14 @@ def main() -> None:
     shipped = (PROJECT_ROOT / "dagster.yaml").read_text()
     home, env = fresh_home(shipped.replace("max_concurrent_runs: 4", "max_concurrent_runs: 0"))
     every = get_calendar("XNYS", dt.date(2020, 1, 2))
-    last = every.last_completed()
-    sessions = every.sessions_in(every.first_session, last)[-args.sessions :]
-    env["BACKFILL_START_DATE"] = sessions[0].isoformat()
+    # Dagster adds a session's partition at midnight New York, hours after the close: count back
+    # from the last one it has.
+    last = every.sessions_in(every.first_session, every.last_completed())[-2:]
+    env["BACKFILL_START_DATE"] = every.sessions_in(every.first_session, last[0])[-args.sessions].isoformat()
     os.environ.update(env)  # the definitions below read the start date when imported
-    from backfill_assets.defs.partitions import bars_partitions
+    from backfill_assets.defs.partitions import bars_partitions, session_partitions
+
+    sessions = [dt.date.fromisoformat(key) for key in session_partitions.get_partition_keys()]
 
     tickers = [f"T{i:03d}" for i in range(args.tickers)]
     partitions = len(tickers) * len(sessions)
