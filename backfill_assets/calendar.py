@@ -4,6 +4,7 @@ Sessions are exchange-local dates; open/close instants are UTC. Half days (e.g. 
 13:00 close) come from the calendar, so completeness checks never assume 390 minutes.
 """
 
+import bisect
 import datetime as dt
 from collections.abc import Iterable
 from functools import lru_cache
@@ -48,6 +49,16 @@ class TradingCalendar:
         if closed.empty:
             raise CalendarError(f"no session of {self.name} has closed since {self.start}")
         return closed.index[-1].date()
+
+    def last_partitioned(self, now: pd.Timestamp | None = None) -> dt.date:
+        """The last session with a Dagster partition: a daily partition appears when its
+        exchange-local day ends at midnight, hours after the session's close."""
+        now = pd.Timestamp.now(tz="UTC") if now is None else now
+        today = now.tz_convert(self.tz).date()
+        i = bisect.bisect_left(self.sessions, today)
+        if i == 0:
+            raise CalendarError(f"no session of {self.name} has a partition yet (from {self.start})")
+        return self.sessions[i - 1]
 
     def is_session(self, day: dt.date) -> bool:
         return day in self._index

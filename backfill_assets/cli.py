@@ -105,7 +105,7 @@ def _gaps(args: argparse.Namespace) -> int:
     sessions = headless.session_range(
         calendar,
         args.start or calendar.first_session.isoformat(),
-        args.end or calendar.last_completed().isoformat(),
+        args.end or calendar.last_partitioned().isoformat(),
     )
     tickers = parse_tickers(args.tickers) if args.tickers else None
     ensure_dagster_home()

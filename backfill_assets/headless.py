@@ -24,11 +24,16 @@ def session_range(calendar: TradingCalendar, start: str, end: str | None) -> lis
         raise SettingsError(f"dates must be ISO (YYYY-MM-DD), got --start {start!r} --end {end!r}") from None
     if last < first:
         raise SettingsError(f"--end {last} is before --start {first}")
-    latest = calendar.last_completed()
+    latest = calendar.last_partitioned()
     if first < calendar.first_session or last > latest:
+        closed = calendar.last_completed()
+        note = (
+            f"; {closed} has closed, its partition appears at midnight {calendar.tz}"
+            if closed > latest
+            else ""
+        )
         raise SettingsError(
-            f"{first}..{last} is outside the partitions ({calendar.first_session}..{latest}, "
-            "the last closed session)"
+            f"{first}..{last} is outside the partitions ({calendar.first_session}..{latest}{note})"
         )
     sessions = calendar.sessions_in(first, last)
     if not sessions:

@@ -2,9 +2,10 @@
 
 import datetime as dt
 
+import pandas as pd
 import pytest
 
-from backfill_assets.calendar import CalendarError, TradingCalendar
+from backfill_assets.calendar import CalendarError, TradingCalendar, get_calendar
 from backfill_assets.defs.partitions import session_partitions_for
 
 D = dt.date
@@ -61,3 +62,13 @@ def test_start_on_a_holiday_yields_no_holiday_partition() -> None:
         "2024-01-02",
         "2024-01-03",
     ]
+
+
+def test_a_session_is_partitioned_at_midnight_new_york_not_at_its_close() -> None:
+    calendar = get_calendar("XNYS", dt.date(2024, 1, 2))
+    after_close = pd.Timestamp("2024-07-05 21:00", tz="UTC")  # Friday 17:00 in New York
+    assert calendar.last_completed(after_close) == dt.date(2024, 7, 5)
+    assert calendar.last_partitioned(after_close) == dt.date(2024, 7, 3)  # 07-04 is a holiday
+    assert calendar.last_partitioned(pd.Timestamp("2024-07-06 04:00", tz="UTC")) == dt.date(2024, 7, 5)
+    with pytest.raises(CalendarError, match="no session of XNYS has a partition"):
+        calendar.last_partitioned(pd.Timestamp("2024-01-02 20:00", tz="UTC"))
