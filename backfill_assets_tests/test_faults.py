@@ -4,6 +4,7 @@ bit for bit as it was (a checksum of every row before and after); the UI binds t
 import datetime as dt
 import hashlib
 import os
+import signal
 import subprocess
 import time
 from pathlib import Path
@@ -108,8 +109,12 @@ def test_the_ui_binds_to_loopback_by_default(project_env: dict[str, str]) -> Non
         wait_until_loaded(f"http://127.0.0.1:{port}")
         addresses = listening_addresses(port)
     finally:
-        os.killpg(serve.pid, 15)
-        serve.wait(timeout=60)
+        os.killpg(serve.pid, signal.SIGTERM)
+        try:
+            serve.wait(timeout=60)
+        except subprocess.TimeoutExpired:  # dagster dev can wait long on its daemon's threads
+            os.killpg(serve.pid, signal.SIGKILL)
+            serve.wait(timeout=30)
     assert addresses and addresses <= LOOPBACK, addresses
     assert (
         "$(BIN)/backfill-assets serve\n" in (PROJECT_ROOT / "Makefile").read_text()
