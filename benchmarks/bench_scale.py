@@ -7,7 +7,8 @@ the last closed one, with 400 tickers registered. Timed:
   bundle) over HTTP: with nothing materialized and with 40 tickers' year (10,080) materialized;
 - launching a backfill of every partition (`backfill-assets backfill`'s GraphQL call), and the time
   until the daemon has created all its runs. The queue is held (max_concurrent_runs: 0) so only the
-  launch is timed, then the backfill is cancelled.
+  launch is timed (waiting at most --cap-s), then the backfill is cancelled. The label sensor is
+  stopped: labels would follow the recorded materializations with backfills of their own.
 Usage: python benchmarks/bench_scale.py [--tickers 400] [--sessions 252]
 """
 
@@ -20,7 +21,9 @@ from collections.abc import Callable
 from typing import Any
 
 import dagster as dg
-from dagster_procs import fresh_home, running_dagster  # run as a script: benchmarks/ is on sys.path
+
+# run as a script: benchmarks/ is on sys.path
+from dagster_procs import fresh_home, running_dagster, stop_sensor
 from report import publish
 
 from backfill_assets.calendar import get_calendar
@@ -85,6 +88,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--tickers", type=int, default=400)
     parser.add_argument("--sessions", type=int, default=252)
+    parser.add_argument("--cap-s", type=float, default=900, help="stop waiting for runs after this")
     args = parser.parse_args()
     shipped = (PROJECT_ROOT / "dagster.yaml").read_text()
     home, env = fresh_home(shipped.replace("max_concurrent_runs: 4", "max_concurrent_runs: 0"))
@@ -107,6 +111,8 @@ def main() -> None:
         keys, seconds = timed(bars_partitions.get_partition_keys, dynamic_partitions_store=instance)
         assert len(keys) == partitions, (len(keys), partitions)
         rows.append((f"list every partition key ({partitions:,})", seconds))
+        # Labels would follow the recorded materializations with backfills of their own.
+        stop_sensor(env, "label_recompute_sensor")
         with running_dagster(env) as url:
             rows.append(("UI partitions page query, nothing materialized", page_load(url)))
             done = tickers[:40]
@@ -122,11 +128,16 @@ def main() -> None:
             backfill_id = launched["backfillId"]
             expected = min(len(tickers), len(sessions))  # single_run: one run per smaller-dimension value
             filters = dg.RunsFilter(tags={"dagster/backfill": backfill_id})
+            first = None
             while (created := instance.get_runs_count(filters)) < expected:
-                if time.monotonic() - started > 1800:
-                    raise TimeoutError(f"only {created} of {expected} runs after 30 minutes")
+                if created and first is None:
+                    first = time.monotonic() - started
+                    rows.append(("... until the daemon has queued the first run", first))
+                if time.monotonic() - started > args.cap_s:
+                    break
                 time.sleep(1)
-            rows.append((f"... until the daemon has queued all {expected} runs", time.monotonic() - started))
+            waited = time.monotonic() - started
+            rows.append((f"... until it has queued {created} of the {expected} runs", waited))
             graphql(url, CANCEL, {"id": backfill_id}, timeout=600)
     lines = [
         f"Partition space: bars over {len(tickers)} tickers x {len(sessions)} sessions = {partitions:,} "
