@@ -30,11 +30,15 @@ PERFORMANCE = [
     ("Batched runs against per-partition runs and a row-by-row script", "ingest", "make bench",
      "Synthetic provider, DuckDB, one process: bars/minute of one batched run, of one run per partition, "
      "and of a hand-written row-by-row script, measured in the same run."),
-    ("Labels: compute and end to end, next to the reference", "labels", "make bench",
-     "Synthetic 1-minute bars, the three default label sets (H=60, span 100), one process; the "
-     "reference is the pure-Python/pandas oracle the tests check the kernels against."),
+    ("Labels: compute and end to end, next to pandas", "labels", "make bench",
+     "Synthetic 1-minute bars, the three default label sets (H=60, span 100), one process. The "
+     "baseline is a pandas script written the way research code does it (`benchmarks/pandas_labels.py`: "
+     "`Series.ewm` volatility, one slice of the forward path per event); the pure-Python oracle the "
+     "tests hold the kernels to is shown too. End to end = read the bars from DuckDB, compute, replace "
+     "the label slices."),
     ("Labels and bars on DuckDB and on Postgres", "store", "make bench",
-     "The same writes and one label asset's read + compute + write on each store, same run."),
+     "The same writes and one label asset's read + compute + write on each store, same run, with the "
+     "pandas baseline measured alongside."),
     ("Orchestration overhead and memory per run", "backfill", "make bench",
      "Real daemon backfills (dagster-webserver + dagster-daemon, the shipped dagster.yaml, "
      "`backfill-assets backfill`). Wall outside asset compute: the share of launch-to-COMPLETED in which "
