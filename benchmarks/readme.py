@@ -43,11 +43,12 @@ PERFORMANCE = [
      "Real daemon backfills (dagster-webserver + dagster-daemon, the shipped dagster.yaml, "
      "`backfill-assets backfill`). Wall outside asset compute: the share of launch-to-COMPLETED in which "
      "no run was computing the asset (the daemon's 30 s backfill loop, the 2 s dequeue, run process "
-     "start-up and the asset checks). Peak RSS per run against the memory budget at 1x and 10x."),
+     "start-up and the asset checks); the label sensor is stopped so the queue holds only this backfill. "
+     "Peak RSS per run against the memory budget at 1x and 10x the partitions per run."),
     ("Partition space at 100k", "scale", "make bench",
      "400 tickers x 252 sessions on a SQLite instance: listing keys, the GraphQL query the UI's partitions "
      "page issues (copied from dagster-webserver's bundle), and launching a backfill of everything (runs "
-     "held in the queue, so only the launch is timed)."),
+     "held in the queue, so only the launch is timed; the wait for the daemon's runs stops at 15 minutes)."),
     ("The UI in a real browser", "ui_check", "make ui-check",
      "Headless Chromium (Debian's package) renders the bars partitions page and the backfills page after "
      "a real backfill; the check fails unless the partition matrix shows the materialized partitions "
