@@ -8,7 +8,6 @@ stops Dagster and prints what landed in the store.
 import datetime as dt
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -20,13 +19,7 @@ from backfill_assets.calendar import TradingCalendar, get_calendar
 from backfill_assets.home import instance_kind
 from backfill_assets.settings import PROJECT_ROOT, Settings
 from backfill_assets.storage.open import open_store
-from backfill_assets.webserver import backfill_progress, launch_backfill, wait_until_loaded
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+from backfill_assets.webserver import backfill_progress, free_port, launch_backfill, wait_until_loaded
 
 
 def dagster_dev_command(host: str, port: int) -> list[str]:
@@ -88,7 +81,7 @@ def run_demo(settings: Settings, tickers: list[str], n_sessions: int, home: Path
         known = set(instance.get_dynamic_partitions("tickers"))
         instance.add_dynamic_partitions("tickers", [t for t in tickers if t not in known])
     started = time.monotonic()
-    with dagster_dev(home, _free_port()) as url:
+    with dagster_dev(home, free_port()) as url:
         print(f"dagster dev is up at {url} (DAGSTER_HOME={home})", flush=True)
         wait_until_loaded(url)
         title = f"demo: {len(tickers)} tickers x {len(sessions)} sessions"

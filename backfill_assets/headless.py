@@ -49,10 +49,16 @@ def asset_paths(assets: Sequence[str], known: Sequence[str]) -> list[str]:
 
 
 def launch(
-    url: str, assets: list[str], tickers: list[str], sessions: list[dt.date], title: str, tags: dict[str, str]
+    url: str,
+    assets: list[str],
+    tickers: list[str],
+    sessions: list[dt.date],
+    title: str,
+    tags: dict[str, str],
+    timeout: float = 30,
 ) -> str:
     keys = [f"{day.isoformat()}|{ticker}" for ticker in tickers for day in sessions]
-    return launch_backfill(url, assets, keys, title, tags)
+    return launch_backfill(url, assets, keys, title, tags, timeout)
 
 
 def _bar(progress: BackfillProgress, started: float, width: int = 30) -> str:

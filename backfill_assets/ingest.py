@@ -146,8 +146,9 @@ def write(
         failed |= holes
     frame = pd.concat(frames, ignore_index=True) if frames else empty_bars()
     written = fetched.wanted - failed.keys()
-    validate_bars(frame, calendar.tz, set(written))
-    frame["session_date"] = session_of(frame["ts"], calendar.tz)
+    days = session_of(frame["ts"], calendar.tz)
+    validate_bars(frame, calendar.tz, set(written), days)
+    frame["session_date"] = days
     frame["provider"] = provider.name
     frame["timeframe"] = timeframe.name
     frame["adjustment"] = provider.adjustment

@@ -58,12 +58,17 @@ def _fail(frame: pd.DataFrame, mask: np.ndarray | np.bool_, rule: str) -> None:
         )
 
 
-def validate_bars(frame: pd.DataFrame, exchange_tz: str, slices: set[tuple[str, dt.date]]) -> None:
+def validate_bars(
+    frame: pd.DataFrame,
+    exchange_tz: str,
+    slices: set[tuple[str, dt.date]],
+    days: pd.Series | None = None,
+) -> None:
     """Raise BarValidationError on the first rule a provider frame breaks.
 
     Rules: finite positive prices, high >= max(open, close), low <= min(open, close),
     non-negative volume, unique (ticker, ts), and each bar's exchange-local day being one of the
-    requested (ticker, session) `slices`.
+    requested (ticker, session) `slices`. `days`, if the caller has it, is `session_of(frame["ts"])`.
     """
     if frame.empty:
         return
@@ -76,7 +81,8 @@ def validate_bars(frame: pd.DataFrame, exchange_tz: str, slices: set[tuple[str, 
     volume = frame["volume"].to_numpy(dtype="float64")
     _fail(frame, ~np.isfinite(volume) | (volume < 0), "negative or missing volume")
     _fail(frame, frame.duplicated(["ticker", "ts"], keep="first").to_numpy(), "duplicate timestamp")
-    pairs = pd.DataFrame({"ticker": frame["ticker"], "day": session_of(frame["ts"], exchange_tz)})
+    day = session_of(frame["ts"], exchange_tz) if days is None else days
+    pairs = pd.DataFrame({"ticker": frame["ticker"], "day": day})
     if not set(distinct_pairs(pairs)) <= slices:  # the per-row mask only on the failure path
         requested = [key in slices for key in zip(pairs["ticker"], pairs["day"], strict=True)]
         _fail(frame, ~np.array(requested), "bar outside the requested sessions' days")

@@ -1,11 +1,20 @@
 """A small client for dagster-webserver's GraphQL API: launch and follow real daemon backfills."""
 
 import json
+import socket
 import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from typing import Any
+
+
+def free_port() -> int:
+    """A free TCP port on loopback, for a webserver of our own."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
 
 LAUNCH = """
 mutation($p: LaunchBackfillParams!) {
@@ -99,7 +108,12 @@ def wait_until_loaded(url: str, timeout_s: float = 180) -> None:
 
 
 def launch_backfill(
-    url: str, assets: list[str], partitions: list[str], title: str, tags: dict[str, str] | None = None
+    url: str,
+    assets: list[str],
+    partitions: list[str],
+    title: str,
+    tags: dict[str, str] | None = None,
+    timeout: float = 30,
 ) -> str:
     """Launch an asset backfill the daemon will execute; return its id."""
     params = {
@@ -108,7 +122,7 @@ def launch_backfill(
         "title": title,
         "tags": [{"key": k, "value": v} for k, v in (tags or {}).items()],
     }
-    result = graphql(url, LAUNCH, {"p": params})["launchPartitionBackfill"]
+    result = graphql(url, LAUNCH, {"p": params}, timeout=timeout)["launchPartitionBackfill"]
     if result["__typename"] != "LaunchBackfillSuccess":
         raise WebserverError(f"backfill not launched ({result['__typename']}): {result}")
     return str(result["backfillId"])

@@ -16,10 +16,10 @@ from backfill_assets.calendar import TradingCalendar
 from backfill_assets.settings import PROJECT_ROOT
 from backfill_assets.storage.duckdb_store import DuckDBBarStore
 from backfill_assets.storage.postgres_store import PostgresStore
-from backfill_assets.webserver import wait_until_loaded
+from backfill_assets.webserver import free_port, wait_until_loaded
 from backfill_assets_tests.conftest import BIN, run
 from backfill_assets_tests.servers.alpaca import AlpacaServerConfig, running_alpaca
-from backfill_assets_tests.test_e2e_daemon import KEY, SECRET, free_port, running_dagster
+from backfill_assets_tests.test_e2e_daemon import KEY, SECRET, running_dagster
 
 pytestmark = [pytest.mark.faults, pytest.mark.slow]
 CLI = str(BIN / "backfill-assets")

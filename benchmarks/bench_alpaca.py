@@ -31,7 +31,7 @@ from alpaca.data.historical import StockHistoricalDataClient
 from alpaca.data.models import BarSet
 from alpaca.data.requests import StockBarsRequest
 from alpaca.data.timeframe import TimeFrame
-from report import publish
+from report import publish, timed
 
 from backfill_assets.calendar import get_calendar
 from backfill_assets.chunked import ingest_in_chunks
@@ -89,12 +89,6 @@ def seed_script(url: str, tickers: list[str], days: list[dt.date], window_s: flo
     with ThreadPoolExecutor(4) as pool:
         list(pool.map(fetch, tickers))
     return rows[0]
-
-
-def timed(fn: Callable[..., int], *args: object) -> tuple[int, float]:
-    started = time.perf_counter()
-    rows = fn(*args)
-    return rows, time.perf_counter() - started
 
 
 def measure(

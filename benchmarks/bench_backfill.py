@@ -12,16 +12,10 @@ Usage: python benchmarks/bench_backfill.py [--quick]
 """
 
 import argparse
-import subprocess
 import time
 
 import dagster as dg
-from dagster_procs import (
-    BIN,
-    fresh_home,
-    running_dagster,
-    stop_sensor,
-)  # run as a script: benchmarks/ is on sys.path
+from dagster_procs import cli_backfill, fresh_home, running_dagster, stop_sensor  # benchmarks/ on sys.path
 from report import publish
 
 from backfill_assets.calendar import get_calendar
@@ -48,15 +42,9 @@ def measure(n_tickers: int, n_sessions: int, batch: int | None) -> str:
     sessions = calendar.sessions_in(calendar.first_session, calendar.last_completed())[:n_sessions]
     # Labels follow new bars through their own runs; kept out so the queue holds only this backfill.
     stop_sensor(env, "label_recompute_sensor")
-    with running_dagster(env) as url:
+    with running_dagster(env) as dagster:
         started = time.monotonic()
-        command = [str(BIN / "backfill-assets"), "backfill", "--assets", "bars",
-                   "--tickers", ",".join(TICKERS[:n_tickers]),
-                   "--start", str(sessions[0]), "--end", str(sessions[-1]), "--wait"]  # fmt: skip
-        out = subprocess.run(
-            command, env={**env, "DAGSTER_WEBSERVER_URL": url}, check=True, capture_output=True
-        )
-        backfill_id = out.stdout.decode().split("launched backfill ")[1].split(":")[0]
+        backfill_id = cli_backfill(env, dagster.url, TICKERS[:n_tickers], sessions)
         wall = time.monotonic() - started
     with dg.DagsterInstance.from_config(str(home)) as instance:
         # Only the CLI's backfill: the label assets follow in backfills of their own.

@@ -17,18 +17,17 @@ import datetime as dt
 import os
 import statistics
 import time
-from collections.abc import Callable
-from typing import Any
 
 import dagster as dg
 
 # run as a script: benchmarks/ is on sys.path
 from dagster_procs import fresh_home, running_dagster, stop_sensor
-from report import publish
+from report import publish, timed
 
 from backfill_assets.calendar import get_calendar
+from backfill_assets.headless import launch
 from backfill_assets.settings import PROJECT_ROOT, TICKER_PARTITIONS
-from backfill_assets.webserver import LAUNCH, graphql
+from backfill_assets.webserver import graphql
 
 # Verbatim from dagster-webserver 1.13.27's UI (the asset's Partitions tab).
 PARTITION_HEALTH = """
@@ -60,12 +59,6 @@ query PartitionHealthQuery($assetKey: AssetKeyInput!) {
 CANCEL = """
 mutation($id: String!) { cancelPartitionBackfill(backfillId: $id) { __typename } }
 """
-
-
-def timed(fn: Callable[..., Any], *args: object, **kwargs: object) -> tuple[Any, float]:
-    started = time.perf_counter()
-    result = fn(*args, **kwargs)
-    return result, time.perf_counter() - started
 
 
 def page_load(url: str, repeat: int = 3) -> float:
@@ -113,19 +106,17 @@ def main() -> None:
         rows.append((f"list every partition key ({partitions:,})", seconds))
         # Labels would follow the recorded materializations with backfills of their own.
         stop_sensor(env, "label_recompute_sensor")
-        with running_dagster(env) as url:
+        with running_dagster(env) as dagster:
+            url = dagster.url
             rows.append(("UI partitions page query, nothing materialized", page_load(url)))
             done = tickers[:40]
             rows.append((f"record {len(done) * len(sessions):,} materializations (runless events)",
                          timed(materialize, instance, done, sessions)[1]))  # fmt: skip
             rows.append((f"UI partitions page query, {len(done) * len(sessions):,} materialized",
                          page_load(url)))  # fmt: skip
-            names = [f"{day.isoformat()}|{t}" for t in tickers for day in sessions]
-            params = {"assetSelection": [{"path": ["bars"]}], "partitionNames": names, "title": "scale"}
             started = time.monotonic()
-            launched = graphql(url, LAUNCH, {"p": params}, timeout=600)["launchPartitionBackfill"]
+            backfill_id = launch(url, ["bars"], tickers, sessions, "scale", {}, timeout=600)
             rows.append((f"launch a backfill of all {partitions:,} (GraphQL)", time.monotonic() - started))
-            backfill_id = launched["backfillId"]
             expected = min(len(tickers), len(sessions))  # single_run: one run per smaller-dimension value
             filters = dg.RunsFilter(tags={"dagster/backfill": backfill_id})
             first = None

@@ -1,56 +1,39 @@
-"""dagster-webserver and dagster-daemon on loopback for a fresh DAGSTER_HOME, as the benchmarks use them."""
+"""Dagster on loopback for the benchmarks: a fresh DAGSTER_HOME, the test suite's webserver + daemon
+processes, and a backfill launched as a user does it (`backfill-assets backfill --wait`)."""
 
+import datetime as dt
 import os
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 from backfill_assets.settings import PROJECT_ROOT
-from backfill_assets.webserver import wait_until_loaded
+
+sys.path.insert(0, str(PROJECT_ROOT))  # the process helpers live with the tests
+from backfill_assets_tests.test_e2e_daemon import running_dagster  # noqa: E402
 
 BIN = Path(sys.executable).parent
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+__all__ = ["BIN", "cli_backfill", "fresh_home", "running_dagster", "stop_sensor"]
 
 
 def fresh_home(yaml_text: str | None = None) -> tuple[Path, dict[str, str]]:
-    """A new DAGSTER_HOME holding the shipped dagster.yaml (or `yaml_text`), and the env using it."""
-    home = Path(tempfile.mkdtemp())
+    """A new DAGSTER_HOME holding the shipped dagster.yaml (or `yaml_text`), and the env using it.
+    It sits in a directory of its own, where the process logs go beside it."""
+    home = Path(tempfile.mkdtemp()) / "dagster_home"
+    home.mkdir()
     (home / "dagster.yaml").write_text(yaml_text or (PROJECT_ROOT / "dagster.yaml").read_text())
-    env = {**os.environ, "DAGSTER_HOME": str(home), "BACKFILL_DUCKDB_PATH": str(home / "market.duckdb"),
-           "BACKFILL_FRESHNESS": "off"}  # fmt: skip
+    env = {**os.environ, "DAGSTER_HOME": str(home),
+           "BACKFILL_DUCKDB_PATH": str(home / "market.duckdb"), "BACKFILL_FRESHNESS": "off"}  # fmt: skip
     return home, env
 
 
-@contextmanager
-def running_dagster(env: dict[str, str], daemon: bool = True) -> Iterator[str]:
-    """Yield the webserver's URL once the code location has loaded; stop both on exit."""
-    port, workspace = free_port(), str(PROJECT_ROOT / "workspace.yaml")
-    commands = [[str(BIN / "dagster-webserver"), "-w", workspace, "-h", "127.0.0.1", "-p", str(port)]]
-    if daemon:
-        commands.append([str(BIN / "dagster-daemon"), "run", "-w", workspace])
-    null = subprocess.DEVNULL
-    procs = [
-        subprocess.Popen(c, env=env, cwd=PROJECT_ROOT, stdout=null, stderr=null, start_new_session=True)
-        for c in commands
-    ]
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_until_loaded(url)
-        yield url
-    finally:
-        for proc in procs:
-            os.killpg(proc.pid, signal.SIGTERM)
-            proc.wait(timeout=60)
+def cli_backfill(env: dict[str, str], url: str, tickers: list[str], sessions: list[dt.date]) -> str:
+    """`backfill-assets backfill --assets bars ... --wait` against `url`; the backfill's id."""
+    command = [str(BIN / "backfill-assets"), "backfill", "--assets", "bars", "--tickers", ",".join(tickers),
+               "--start", str(sessions[0]), "--end", str(sessions[-1]), "--wait"]  # fmt: skip
+    out = subprocess.run(command, env={**env, "DAGSTER_WEBSERVER_URL": url}, check=True, capture_output=True)
+    return out.stdout.decode().split("launched backfill ")[1].split(":")[0]
 
 
 def stop_sensor(env: dict[str, str], name: str) -> None:

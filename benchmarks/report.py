@@ -1,8 +1,19 @@
-"""Where every benchmark's table goes: printed, and written to benchmarks/results/<name>.md."""
+"""What every benchmark shares: a stopwatch, and where tables go (printed, and written to
+benchmarks/results/<name>.md)."""
 
+import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 RESULTS = Path(__file__).parent / "results"
+
+
+def timed(fn: Callable[..., Any], *args: object, **kwargs: object) -> tuple[Any, float]:
+    """`fn`'s result and the seconds it took."""
+    started = time.perf_counter()
+    result = fn(*args, **kwargs)
+    return result, time.perf_counter() - started
 
 
 def publish(name: str, lines: list[str]) -> None:

@@ -14,7 +14,11 @@ import tempfile
 import time
 from pathlib import Path
 
-from dagster_procs import BIN, fresh_home, running_dagster  # run as a script: benchmarks/ is on sys.path
+from dagster_procs import (  # run as a script: benchmarks/ is on sys.path
+    cli_backfill,
+    fresh_home,
+    running_dagster,
+)
 from report import RESULTS, publish
 
 from backfill_assets.calendar import get_calendar
@@ -66,15 +70,10 @@ def main() -> None:
     home, env = fresh_home()
     calendar = get_calendar("XNYS", load_settings().start_date)
     sessions = calendar.sessions_in(calendar.first_session, calendar.last_completed())[:5]
-    with running_dagster(env) as url:
+    with running_dagster(env) as dagster:
+        url = dagster.url
         started = time.monotonic()
-        command = [str(BIN / "backfill-assets"), "backfill", "--assets", "bars",
-                   "--tickers", ",".join(TICKERS), "--start", str(sessions[0]),
-                   "--end", str(sessions[-1]), "--wait"]  # fmt: skip
-        out = subprocess.run(
-            command, env={**env, "DAGSTER_WEBSERVER_URL": url}, check=True, capture_output=True
-        )
-        backfill_id = out.stdout.decode().split("launched backfill ")[1].split(":")[0]
+        backfill_id = cli_backfill(env, url, TICKERS, sessions)
         backfilled = time.monotonic() - started
         graphql(url, "mutation { setNuxSeen }")  # the community pop-up, as its Skip button does
         done = f"Materialized ({len(TICKERS) * len(sessions)})"
