@@ -70,6 +70,10 @@ class TradingCalendar:
         except KeyError:
             raise CalendarError(f"{day.isoformat()} is not a {self.name} session") from None
 
+    def offset(self, day: dt.date, n: int) -> dt.date:
+        """The session `n` sessions after session `day`, capped at the calendar's last session."""
+        return self.sessions[min(self.position(day) + n, len(self.sessions) - 1)]
+
     def sessions_in(self, start: dt.date, end: dt.date) -> list[dt.date]:
         """Sessions in the closed range [start, end]."""
         return [d for d in self.sessions if start <= d <= end]

@@ -33,6 +33,7 @@ def merge(reports: list[IngestReport], started: float) -> IngestReport:
     last = [r.last_ts for r in reports if r.last_ts is not None]
     return IngestReport(
         rows={k: v for r in reports for k, v in r.rows.items()},
+        spans={k: v for r in reports for k, v in r.spans.items()},
         failed={k: v for r in reports for k, v in r.failed.items()},
         unlisted=frozenset().union(*(r.unlisted for r in reports)),
         first_ts=min(first) if first else None,

@@ -3,9 +3,15 @@
 Runs hold many cheap partitions, so the in-process executor saves a step subprocess (~2 s) per run.
 """
 
+import os
 from pathlib import Path
 
 import dagster as dg
+
+# A run of N partitions writes N materializations; Dagster writes them as one batch when this is set
+# in the process that runs the step (the run worker loads this module). dagster-postgres stores a
+# batch in one INSERT (~2x faster per partition); SQLite stores it event by event, as without it.
+os.environ.setdefault("DAGSTER_EVENT_BATCH_SIZE", "1000")
 
 
 @dg.definitions

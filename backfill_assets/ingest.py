@@ -23,6 +23,7 @@ class IngestReport:
     """What one ingest wrote: rows per (ticker, session) slice and where they came from."""
 
     rows: Mapping[Slice, int]
+    spans: Mapping[Slice, tuple[pd.Timestamp, pd.Timestamp]]  # first and last bar of each non-empty slice
     failed: Mapping[Slice, str]
     unlisted: frozenset[Slice]  # sessions before a ticker's first bar: written empty, not holes
     first_ts: pd.Timestamp | None
@@ -155,9 +156,12 @@ def write(
     frame["fetched_at"] = pd.Timestamp.now(tz="UTC")
     if written:
         store.replace_bars(frame, written)
-    counts = frame.groupby(["ticker", "session_date"]).size().to_dict()
+    per_slice = frame.groupby(["ticker", "session_date"])["ts"].agg(["size", "min", "max"])
+    counts = per_slice["size"].to_dict()
+    spans = dict(zip(per_slice.index, zip(per_slice["min"], per_slice["max"], strict=True), strict=True))
     return IngestReport(
         rows={key: int(counts.get(key, 0)) for key in sorted(written)},
+        spans={key: spans[key] for key in written if key in spans},
         failed=dict(sorted(failed.items())),
         unlisted=frozenset(unlisted),
         first_ts=frame["ts"].min() if len(frame) else None,

@@ -1,8 +1,10 @@
-"""Data-quality queries over either store (pure: no Dagster): whole-table SQL returning counts.
+"""Data-quality queries over either store (pure: no Dagster): SQL returning counts.
 
-Every function takes a SqlReader (from the store's `reader()`) and scans a whole table once; a
-missing table reads as empty. The SQL is what DuckDB and Postgres both speak. Rules are predicates
-that are TRUE for a good row: a NULL result counts as a violation, so missing values never pass silently.
+Every function takes a SqlReader (from the store's `reader()`) and a Scope: the rows of a run's
+(ticker, session) slices (what each run checks, so a check costs what the run wrote, never the whole
+history) or the whole table (the scheduled sweep). A missing table reads as empty. The SQL is what
+DuckDB and Postgres both speak. Rules are predicates that are TRUE for a good row: a NULL result
+counts as a violation, so missing values never pass silently.
 """
 
 import datetime as dt
@@ -12,7 +14,7 @@ from dataclasses import dataclass
 import pandas as pd
 
 from backfill_assets.calendar import TradingCalendar
-from backfill_assets.storage.base import valid_table
+from backfill_assets.storage.base import Slice, valid_table
 from backfill_assets.storage.sql import SqlReader
 from backfill_assets.timeframes import Timeframe
 
@@ -87,14 +89,44 @@ class Pending:
     examples: pd.DataFrame
 
 
-def rule_violations(reader: SqlReader, table: str, rules: Mapping[str, str], examples: int = 5) -> Violations:
-    """Count rows of `table` breaking each rule (a predicate TRUE for a good row) in one scan."""
-    if not reader.table_exists(table):
+SLICE_TYPES = {"ticker": "VARCHAR", "session_date": "DATE", "lo": "TIMESTAMPTZ", "hi": "TIMESTAMPTZ"}
+
+
+@dataclass(frozen=True)
+class Scope:
+    """What a check reads: `slices` of `table` (a run's), or all of it when `slices` is None."""
+
+    table: str
+    slices: frozenset[Slice] | None = None
+
+    def relation(self, reader: SqlReader) -> str:
+        """SQL for the scope's rows. A slice's bars lie within a day either side of its session date
+        whatever the exchange's time zone, so each slice is an index range on (ticker, ts)."""
+        name = valid_table(self.table)
+        if self.slices is None:
+            return name
+        days = pd.to_datetime(pd.Series([d for _, d in self.slices], dtype="datetime64[s]"), utc=True)
+        frame = pd.DataFrame({
+            "ticker": [t for t, _ in self.slices], "session_date": [d for _, d in self.slices],
+            "lo": days - pd.Timedelta(days=1), "hi": days + pd.Timedelta(days=2),
+        })  # fmt: skip
+        reader.load("_slices", frame, SLICE_TYPES)
+        return (
+            f"(SELECT t.* FROM _slices s JOIN {name} t ON t.ticker = s.ticker AND t.ts >= s.lo "
+            "AND t.ts < s.hi AND t.session_date = s.session_date) AS scoped"
+        )
+
+
+def rule_violations(
+    reader: SqlReader, scope: Scope, rules: Mapping[str, str], examples: int = 5
+) -> Violations:
+    """Count rows of the scope breaking each rule (a predicate TRUE for a good row) in one scan."""
+    if not reader.table_exists(scope.table):
         return Violations(0, dict.fromkeys(rules, 0), 0, pd.DataFrame())
     bad = {name: f"NOT coalesce({sql}, FALSE)" for name, sql in rules.items()}
     any_bad = " OR ".join(f"({b})" for b in bad.values())
     counts = ", ".join(f'count(*) FILTER (WHERE {b}) AS "{name}"' for name, b in bad.items())
-    name = valid_table(table)
+    name = scope.relation(reader)
     row = reader.row(f"SELECT count(*), count(*) FILTER (WHERE {any_bad}), {counts} FROM {name}")
     flags = ", ".join(f'{b} AS "{rule}"' for rule, b in bad.items())
     sample = reader.frame(
@@ -103,11 +135,11 @@ def rule_violations(reader: SqlReader, table: str, rules: Mapping[str, str], exa
     return Violations(int(row[0]), dict(zip(rules, map(int, row[2:]), strict=True)), int(row[1]), sample)
 
 
-def duplicate_keys(reader: SqlReader, table: str, examples: int = 5) -> Violations:
+def duplicate_keys(reader: SqlReader, scope: Scope, examples: int = 5) -> Violations:
     """(ticker, ts) keys stored more than once; `counts` has the keys and the surplus rows."""
-    if not reader.table_exists(table):
+    if not reader.table_exists(scope.table):
         return Violations(0, {"duplicated_keys": 0, "surplus_rows": 0}, 0, pd.DataFrame())
-    name = valid_table(table)
+    name = scope.relation(reader)
     dups = f"SELECT ticker, ts, count(*) AS n FROM {name} GROUP BY ticker, ts HAVING count(*) > 1"
     row = reader.row(
         f"SELECT (SELECT count(*) FROM {name}), count(*), coalesce(sum(n - 1), 0) FROM ({dups}) d"
@@ -127,10 +159,13 @@ def bars_per_session(calendar: TradingCalendar, day: dt.date, timeframe: Timefra
     return -(-(close.value - open_.value // width * width) // width)
 
 
-def expected_bars(calendar: TradingCalendar, timeframes: Iterable[Timeframe]) -> pd.DataFrame:
-    """Expected bars per (day, timeframe) for every calendar day from the first to the last session;
-    0 on weekends and holidays, so any bar stored on them counts as an excess."""
-    days = pd.date_range(calendar.first_session, calendar.last_session, freq="D").date
+def expected_bars(
+    calendar: TradingCalendar, timeframes: Iterable[Timeframe], days: Iterable[dt.date] | None = None
+) -> pd.DataFrame:
+    """Expected bars per (day, timeframe) for `days` (default: every calendar day from the first to the
+    last session); 0 on weekends and holidays, so any bar stored on them counts as an excess."""
+    if days is None:
+        days = pd.date_range(calendar.first_session, calendar.last_session, freq="D").date
     rows = [
         (d, tf.name, bars_per_session(calendar, d, tf) if calendar.is_session(d) else 0)
         for tf in timeframes
@@ -142,19 +177,17 @@ def expected_bars(calendar: TradingCalendar, timeframes: Iterable[Timeframe]) ->
 EXPECTED_TYPES = {"session_date": "DATE", "timeframe": "VARCHAR", "expected": "INTEGER"}
 
 
-def session_coverage(
-    reader: SqlReader, expected: pd.DataFrame, table: str = "bars", worst: int = 10
-) -> Coverage:
+def session_coverage(reader: SqlReader, expected: pd.DataFrame, scope: Scope, worst: int = 10) -> Coverage:
     """Stored bars per (ticker, session) against `expected` (from expected_bars): one aggregate into
     a temporary table (the reader's connection is fresh), then the totals and the worst pairs."""
     empty = pd.DataFrame(columns=["ticker", "session_date", "bars", "expected"])
-    if not reader.table_exists(table):
+    if not reader.table_exists(scope.table):
         return Coverage(dict.fromkeys(COVERAGE, 0), empty, empty)
     reader.load("_expected", expected, EXPECTED_TYPES)
     reader.execute(
         f"""
         CREATE TEMP TABLE _judged AS
-        WITH counts AS (SELECT ticker, session_date, timeframe, count(*) AS bars FROM {valid_table(table)}
+        WITH counts AS (SELECT ticker, session_date, timeframe, count(*) AS bars FROM {scope.relation(reader)}
                         GROUP BY ticker, session_date, timeframe)
         SELECT c.ticker, c.session_date, c.bars, e.expected FROM counts c LEFT JOIN _expected e
         ON c.session_date = e.session_date AND c.timeframe = e.timeframe
@@ -185,28 +218,38 @@ def session_coverage(
 
 # The h-th latest bar of each ticker with pending rows (NULL with fewer bars): a top-k in DuckDB, a
 # backward walk of the primary key's index in Postgres; neither sorts the ticker's history.
+# Bars are read from the first pending row of each ticker up to `until` (the end of the sessions H
+# bars can reach after the scope), never a ticker's whole history.
 KTH_LATEST = {
-    "duckdb": "SELECT ticker, max(ts, greatest($h, 1))[greatest($h, 1)] AS kth_ts FROM bars "
-    "WHERE ticker IN (SELECT ticker FROM pend) GROUP BY ticker",
-    "postgres": "SELECT p.ticker, (SELECT b.ts FROM bars b WHERE b.ticker = p.ticker ORDER BY b.ts DESC "
-    "OFFSET greatest($h, 1) - 1 LIMIT 1) AS kth_ts FROM (SELECT DISTINCT ticker FROM pend) p",
+    "duckdb": "SELECT b.ticker, max(b.ts, greatest($h, 1))[greatest($h, 1)] AS kth_ts FROM bars b "
+    "JOIN first_pend f ON f.ticker = b.ticker AND b.ts >= f.ts WHERE b.ts < $until GROUP BY b.ticker",
+    "postgres": "SELECT f.ticker, (SELECT b.ts FROM bars b WHERE b.ticker = f.ticker AND b.ts >= f.ts "
+    "AND b.ts < $until ORDER BY b.ts DESC OFFSET greatest($h, 1) - 1 LIMIT 1) AS kth_ts FROM first_pend f",
 }
 
 
 def pending_rows(
-    reader: SqlReader, table: str, horizon: int, reach_sessions: int, examples: int = 10
+    reader: SqlReader,
+    scope: Scope,
+    horizon: int,
+    reach_sessions: int,
+    until: dt.date | None = None,
+    examples: int = 10,
 ) -> Pending:
-    """Pending rows of label `table` against `bars`: a row may wait only while fewer than `horizon` bars
-    follow it (0: never); with `reach_sessions` (the most sessions H bars span) later sessions stored,
-    those sessions are short of bars."""
+    """Pending rows of the label scope against `bars`: a row may wait only while fewer than `horizon`
+    bars follow it (0: never); with `reach_sessions` (the most sessions H bars span) later sessions
+    stored, those sessions are short of bars. Bars are read up to the end of `until` (None: all)."""
     columns = ["ticker", "session_date", "pending", "stale", "later_sessions"]
-    if not reader.table_exists(table) or not reader.table_exists("bars"):
+    if not reader.table_exists(scope.table) or not reader.table_exists("bars"):
         return Pending(0, 0, 0, pd.DataFrame(columns=columns))
+    end = pd.Timestamp(until or dt.date(9999, 1, 1), tz="UTC") + pd.Timedelta(days=2)
     groups = reader.frame(
         f"""
-        WITH pend AS (SELECT ticker, ts, session_date FROM {valid_table(table)} WHERE pending),
+        WITH pend AS (SELECT ticker, ts, session_date FROM {scope.relation(reader)} WHERE pending),
+        first_pend AS (SELECT ticker, min(ts) AS ts FROM pend GROUP BY ticker),
         tail AS ({KTH_LATEST[reader.dialect]}),
-        days AS (SELECT DISTINCT ticker, session_date FROM bars WHERE ticker IN (SELECT ticker FROM pend)),
+        days AS (SELECT DISTINCT b.ticker, b.session_date FROM bars b JOIN first_pend f
+                 ON f.ticker = b.ticker AND b.ts >= f.ts WHERE b.ts < $until),
         flagged AS (SELECT p.ticker, p.session_date, $h = 0 OR coalesce(p.ts < t.kth_ts, FALSE) AS stale
                     FROM pend p LEFT JOIN tail t ON t.ticker = p.ticker)
         SELECT f.ticker, f.session_date, count(*) AS pending, count(*) FILTER (WHERE f.stale) AS stale,
@@ -214,7 +257,7 @@ def pending_rows(
                AS later_sessions
         FROM flagged f GROUP BY f.ticker, f.session_date ORDER BY f.session_date, f.ticker
         """,
-        {"h": int(horizon)},
+        {"h": int(horizon), "until": end.to_pydatetime()},
     )
     beyond = groups["later_sessions"] >= max(reach_sessions, 1)
     flagged = groups[(groups["stale"] > 0) | beyond].head(examples).reset_index(drop=True)

@@ -15,6 +15,7 @@ from backfill_assets.calendar import TradingCalendar
 from backfill_assets.defs.bars import bars
 from backfill_assets.defs.providers import AlpacaProviderResource
 from backfill_assets.defs.resources import BarStoreResource
+from backfill_assets.defs.run_facts import run_facts
 from backfill_assets.providers.base import BarRequest
 from backfill_assets.providers.budget import close_shared_budgets
 from backfill_assets.providers.synthetic import SyntheticProvider
@@ -70,9 +71,9 @@ def test_minute_bars_paginate_across_symbols_and_match_the_server(
     )
     assert alpaca.count(status=200, path="/v2/stocks/bars") == 3  # ceil(1170 / 500) pages, one request
     assert set(stored["provider"]) == {"alpaca"} and set(stored["adjustment"]) == {"raw"}
-    (mat, *_) = result.asset_materializations_for_node("bars")
-    assert mat.metadata["http_requests"].value == 3 and mat.metadata["http_429"].value == 0
-    assert mat.metadata["feed"].value == "iex" and mat.metadata["adjustment"].value == "raw"
+    facts = run_facts(instance, result.run_id, dg.AssetKey("bars"))
+    assert facts["http_requests"] == 3 and facts["http_429"] == 0
+    assert facts["feed"] == "iex" and facts["adjustment"] == "raw"
 
 
 def test_daily_bars_keep_the_last_session_of_the_range(
@@ -154,8 +155,7 @@ def test_transient_faults_are_absorbed(
     result = run_bars(instance, alpaca, db_path, tags, timeout_s=1.0, max_retries=6)
     assert result.success
     assert len(DuckDBBarStore(db_path).read_bars()) == 3 * 390
-    (mat, *_) = result.asset_materializations_for_node("bars")
-    assert mat.metadata["http_retries"].value == len(faults)
+    assert run_facts(instance, result.run_id, dg.AssetKey("bars"))["http_retries"] == len(faults)
 
 
 @pytest.mark.faults
@@ -219,8 +219,14 @@ def test_a_newly_listed_symbol_is_empty_before_its_listing(
     assert result.success
     counts = DuckDBBarStore(db_path).read_bars().groupby("session_date").size().to_dict()
     assert counts == {D(2024, 3, 6): 390, D(2024, 3, 7): 390}
-    (mat, *_) = result.asset_materializations_for_node("bars")
-    assert mat.metadata["unlisted_partitions"].value == ["2024-03-04|NVDA", "2024-03-05|NVDA"]
+    facts = run_facts(instance, result.run_id, dg.AssetKey("bars"))
+    assert facts["unlisted_partitions"] == 2
+    assert facts["unlisted_examples"] == ["2024-03-04|NVDA", "2024-03-05|NVDA"]
+    empty = {
+        m.partition: m.metadata["dagster/row_count"].value
+        for m in result.asset_materializations_for_node("bars")
+    }
+    assert empty["2024-03-04|NVDA"] == 0 and empty["2024-03-06|NVDA"] == 390
 
 
 def test_budget_follows_an_instance_on_postgres(

@@ -9,6 +9,7 @@ import pytest
 
 from backfill_assets.calendar import TradingCalendar
 from backfill_assets.defs.bars import bars
+from backfill_assets.defs.run_facts import run_facts
 from backfill_assets.providers.base import BarRequest
 from backfill_assets.providers.synthetic import SyntheticProvider
 from backfill_assets.storage.duckdb_store import DuckDBBarStore
@@ -44,8 +45,8 @@ def test_single_partition(
     assert mat.metadata["dagster/row_count"].value == 210
     assert mat.metadata["first_ts"].value == "2024-07-03T13:30:00+00:00"
     assert mat.metadata["last_ts"].value == "2024-07-03T16:59:00+00:00"
-    assert mat.metadata["provider"].value == "synthetic"
-    assert mat.metadata["duration_s"].value >= 0
+    facts = run_facts(instance, result.run_id, dg.AssetKey("bars"))
+    assert facts["provider"] == "synthetic" and facts["duration_s"] >= 0 and facts["rows_total"] == 210
 
 
 def test_one_ticker_over_dates(
@@ -65,8 +66,9 @@ def test_one_ticker_over_dates(
     pd.testing.assert_frame_equal(stored[VALUES], expected(synthetic, ("MSFT",), days)[VALUES])
     mats = result.asset_materializations_for_node("bars")
     assert sorted(m.partition for m in mats) == [f"{d.isoformat()}|MSFT" for d in days]
-    assert mats[0].metadata["rows_per_partition"].value["2024-07-03|MSFT"] == 210
-    assert mats[0].metadata["provider_requests"].value == 1
+    rows = {m.partition: m.metadata["dagster/row_count"].value for m in mats}
+    assert rows == {f"{d.isoformat()}|MSFT": 210 if d == D(2024, 7, 3) else 390 for d in days}
+    assert run_facts(instance, result.run_id, dg.AssetKey("bars"))["provider_requests"] == 1
 
 
 def test_one_date_over_tickers(
@@ -106,3 +108,31 @@ def test_invalid_ticker_partition_fails_before_fetch_and_writes_nothing(
     failure = result.get_step_failure_events()[0].step_failure_data.error
     assert failure is not None and f"invalid ticker {bad!r}" in failure.to_string()
     assert not db_path.exists()
+
+
+def run_event_bytes(instance: dg.DagsterInstance, run_id: str) -> int:
+    records = instance.get_records_for_run(run_id, limit=100_000).records
+    return sum(len(dg.serialize_value(r.event_log_entry)) for r in records)
+
+
+def test_a_partitions_event_carries_its_own_facts_and_costs_the_same_at_any_run_size(
+    instance: dg.DagsterInstance, resources: dict
+) -> None:
+    """Run-wide figures are recorded once per run: what a partition costs in the event log does not
+    grow with the run (the whole run's JSON once rode on every partition's event)."""
+    tickers = [f"T{i:03d}" for i in range(60)]
+    instance.add_dynamic_partitions("tickers", tickers)
+    per_partition = {}
+    for n in (6, 60):
+        tags = {RANGE_START: f"2024-03-04|{tickers[0]}", RANGE_END: f"2024-03-04|{tickers[n - 1]}"}
+        result = materialize(instance, resources, tags=tags)
+        assert result.success
+        mats = result.asset_materializations_for_node("bars")
+        assert len(mats) == n
+        assert {tuple(sorted(m.metadata)) for m in mats} == {("dagster/row_count", "first_ts", "last_ts")}
+        assert {m.metadata["dagster/row_count"].value for m in mats} == {390}
+        facts = run_facts(instance, result.run_id, dg.AssetKey("bars"))
+        assert facts["partitions"] == n and facts["rows_total"] == 390 * n
+        per_partition[n] = run_event_bytes(instance, result.run_id) / n
+    # the fixed part of a run (start, checks, run facts) spreads thinner over 60 partitions
+    assert per_partition[60] <= per_partition[6]

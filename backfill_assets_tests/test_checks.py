@@ -1,4 +1,7 @@
-"""Asset checks through real Dagster runs on real DuckDB files: clean data passes, corruption fails."""
+"""Asset checks through real Dagster runs on real DuckDB files: clean data passes, corruption fails.
+
+A run checks the slices it wrote; the weekly `table_sweep_job` checks whole tables (corruption made
+by hand between runs is what it finds)."""
 
 import datetime as dt
 from collections.abc import Iterator
@@ -13,15 +16,10 @@ from backfill_assets import quality
 from backfill_assets.calendar import TradingCalendar
 from backfill_assets.definitions import defs
 from backfill_assets.defs.bars import bars
-from backfill_assets.defs.checks import (
-    bars_session_coverage,
-    label_checks,
-    ohlc_consistency,
-    unique_ticker_ts,
-)
 from backfill_assets.defs.labels import label_asset
 from backfill_assets.defs.providers import SyntheticProviderResource
 from backfill_assets.defs.resources import BarStoreResource
+from backfill_assets.defs.table_sweep import table_sweep_job
 from backfill_assets.labels.config import DEFAULT_FILE, load_label_sets
 from backfill_assets.storage.duckdb_store import DuckDBBarStore
 from backfill_assets.storage.postgres_store import PostgresStore
@@ -32,10 +30,6 @@ RANGE_START, RANGE_END = "dagster/asset_partition_range_start", "dagster/asset_p
 FIRST, LAST = "2024-07-01", "2024-07-05"  # 3 Jul is a 210-minute half day, 4 Jul a holiday
 SETS = {s.kind: s for s in load_label_sets(DEFAULT_FILE)}  # the project's own label sets (H=60)
 LABELS = [label_asset(s) for s in SETS.values()]
-CHECKS = [ohlc_consistency, unique_ticker_ts, bars_session_coverage] + [
-    check for s in SETS.values() for check in label_checks(s)
-]
-ALL_CHECKS = dg.AssetSelection.all_asset_checks()
 Results = dict[str, dg.AssetCheckEvaluation]
 
 
@@ -48,7 +42,16 @@ def run(
         "bar_provider": SyntheticProviderResource(timeframe=timeframe),
     }
     result = dg.materialize(
-        [bars, *LABELS, *CHECKS], instance=instance, resources=resources, selection=selection, **kwargs
+        [bars, *LABELS], instance=instance, resources=resources, selection=selection, **kwargs
+    )
+    assert result.success
+    return {f"{e.asset_key.to_user_string()}:{e.check_name}": e for e in result.get_asset_check_evaluations()}
+
+
+def sweep(instance: dg.DagsterInstance, db_path: Path) -> Results:
+    """The whole-table sweep job, run for real; its check evaluations by 'asset:check'."""
+    result = table_sweep_job.execute_in_process(
+        instance=instance, resources={"bar_store": BarStoreResource(duckdb_path=str(db_path))}
     )
     assert result.success
     return {f"{e.asset_key.to_user_string()}:{e.check_name}": e for e in result.get_asset_check_evaluations()}
@@ -74,7 +77,7 @@ def sql(db_path: Path, *statements: str) -> None:
             con.execute(statement)
 
 
-BAR_SELECTION = dg.AssetSelection.assets(bars) | dg.AssetSelection.checks_for_assets(bars)
+BAR_SELECTION = dg.AssetSelection.assets(bars)
 BAR_CHECKS = (
     "bars:ohlc_consistency",
     "bars:unique_ticker_ts",
@@ -89,12 +92,13 @@ def test_bars_checks_pass_on_clean_bars_including_the_half_day(
 ) -> None:
     results = load(instance, db_path, ("AAPL", "MSFT"), FIRST, LAST, BAR_SELECTION, timeframe)
     assert {k for k, e in results.items() if e.passed} == set(BAR_CHECKS)
-    assert values(results["bars:ohlc_consistency"], "rows_checked")["rows_checked"] == 2 * (3 * full + half)
+    # each run checks its own ticker's slices: the last run's four sessions
+    assert values(results["bars:ohlc_consistency"], "rows_checked")["rows_checked"] == 3 * full + half
     assert values(results["bars:unique_ticker_ts"], "enforced_by_constraint") == {
         "enforced_by_constraint": True
     }
     coverage = values(results["bars:session_shortfall"], "sessions_checked", "unjudged_sessions")
-    assert coverage == {"sessions_checked": 8, "unjudged_sessions": 0}
+    assert coverage == {"sessions_checked": 4, "unjudged_sessions": 0}
 
 
 def test_bars_checks_catch_a_bad_high_a_missing_minute_and_an_extra_bar(
@@ -110,7 +114,7 @@ def test_bars_checks_catch_a_bad_high_a_missing_minute_and_an_extra_bar(
         "INSERT INTO bars SELECT * REPLACE (ts + INTERVAL 1 MINUTE AS ts) FROM bars WHERE ticker = 'MSFT' "
         "AND ts = (SELECT max(ts) FROM bars WHERE ticker = 'MSFT' AND session_date = DATE '2024-07-02')",
     )
-    results = run(instance, db_path, dg.AssetSelection.checks_for_assets(bars))
+    results = sweep(instance, db_path)
     ohlc = results["bars:ohlc_consistency"]
     assert not ohlc.passed and ohlc.severity == dg.AssetCheckSeverity.ERROR
     assert values(ohlc, "violating_rows", "high_below_open_close", "low_above_open_close") == {
@@ -143,7 +147,7 @@ def test_duplicates_fail_where_the_table_has_no_primary_key(
         "ALTER TABLE bars_copy RENAME TO bars",
         "INSERT INTO bars SELECT * FROM bars ORDER BY ts LIMIT 2",
     )
-    results = run(instance, db_path, dg.AssetSelection.checks_for_assets(bars))
+    results = sweep(instance, db_path)
     unique = results["bars:unique_ticker_ts"]
     assert not unique.passed and unique.severity == dg.AssetCheckSeverity.ERROR
     assert values(unique, "duplicated_keys", "surplus_rows", "enforced_by_constraint") == {
@@ -168,9 +172,12 @@ def reader(request: pytest.FixtureRequest) -> Iterator[SqlReader]:
 def test_duplicate_keys_counts_keys_and_surplus_rows(reader: SqlReader) -> None:
     rows = "('A', 1), ('A', 1), ('A', 1), ('A', 2), ('B', 1)"
     reader.execute(f"CREATE TABLE t AS SELECT * FROM (VALUES {rows}) v(ticker, ts)")
-    found = quality.duplicate_keys(reader, "t")
+    found = quality.duplicate_keys(reader, quality.Scope("t"))
     assert (found.rows, found.counts) == (5, {"duplicated_keys": 1, "surplus_rows": 2})
-    assert quality.duplicate_keys(reader, "missing").counts == {"duplicated_keys": 0, "surplus_rows": 0}
+    assert quality.duplicate_keys(reader, quality.Scope("missing")).counts == {
+        "duplicated_keys": 0,
+        "surplus_rows": 0,
+    }
 
 
 @pytest.mark.parametrize(
@@ -191,7 +198,7 @@ def test_label_domains_pass_on_computed_labels_and_fail_on_corrupt_values(
     instance: dg.DagsterInstance, db_path: Path
 ) -> None:
     results = load(instance, db_path, ("AAPL",), FIRST, LAST, selection=None)
-    assert all(e.passed for e in results.values()) and len(results) == len(CHECKS) + 1
+    assert all(e.passed for e in results.values()) and len(results) == 4 + 2 * len(SETS)
     tb, mfe = SETS["triple_barrier"], SETS["mfe_mae"]
     first_labelled = f"(SELECT min(ts) FROM labels_{tb.name} WHERE label IS NOT NULL)"
     sql(
@@ -202,7 +209,7 @@ def test_label_domains_pass_on_computed_labels_and_fail_on_corrupt_values(
         f"UPDATE labels_{mfe.name} SET mfe = mae - 0.01 WHERE ts = (SELECT min(ts) FROM labels_{mfe.name} "
         "WHERE mfe IS NOT NULL)",
     )
-    results = run(instance, db_path, ALL_CHECKS)
+    results = sweep(instance, db_path)
     domains = results[f"labels/{tb.name}:value_domains"]
     assert not domains.passed and domains.severity == dg.AssetCheckSeverity.ERROR
     assert values(domains, "violating_rows", "label_outside_domain", "bars_to_exit_out_of_range") == {
@@ -220,13 +227,13 @@ def test_pending_rows_fail_when_enough_bars_follow_and_warn_when_later_sessions_
     excursions = SETS["mfe_mae"]
     check, horizon = f"labels/{excursions.name}:pending_resolved", excursions.horizon
     asset = LABELS[list(SETS).index("mfe_mae")]
-    labels = dg.AssetSelection.assets(asset) | dg.AssetSelection.checks_for_assets(asset)
+    labels = dg.AssetSelection.assets(asset)
     load(instance, db_path, ("AAPL",), FIRST, "2024-07-02")
     waiting = load(instance, db_path, ("AAPL",), FIRST, "2024-07-02", labels)[check]
     assert waiting.passed and values(waiting, "pending_rows") == {"pending_rows": horizon}
 
     load(instance, db_path, ("AAPL",), "2024-07-03", "2024-07-03")  # 210 bars follow: labels are due
-    stale = run(instance, db_path, ALL_CHECKS)[check]
+    stale = sweep(instance, db_path)[check]
     assert not stale.passed and stale.severity == dg.AssetCheckSeverity.ERROR
     assert values(stale, "pending_rows", "stale_pending_rows") == {
         "pending_rows": horizon,
@@ -273,7 +280,7 @@ def test_bar_rules_flag_each_kind_of_bad_bar(reader: SqlReader, row: str, rule: 
         "open::FLOAT8 AS open, high::FLOAT8 AS high, low::FLOAT8 AS low, close::FLOAT8 AS close, "
         f"volume::FLOAT8 AS volume FROM (VALUES (10, 11, 9, 10, 0), {row}) v(open, high, low, close, volume)"
     )
-    found = quality.rule_violations(reader, "bars", quality.BAR_RULES)
+    found = quality.rule_violations(reader, quality.Scope("bars"), quality.BAR_RULES)
     assert (found.rows, found.bad_rows) == (2, 1)
     assert {name for name, n in found.counts.items() if n} == {rule}
     assert len(found.examples) == 1 and bool(found.examples.loc[0, rule])
@@ -286,8 +293,9 @@ def test_session_bounded_labels_never_wait(reader: SqlReader) -> None:
         "TIMESTAMPTZ '2024-07-01 13:30:00+00' AS ts, DATE '2024-07-01' AS session_date"
     )
     reader.execute("CREATE TABLE labels_x AS SELECT *, TRUE AS pending FROM bars")
-    assert quality.pending_rows(reader, "labels_x", horizon=0, reach_sessions=0).stale == 1
-    assert quality.pending_rows(reader, "labels_x", horizon=60, reach_sessions=1).stale == 0
+    labels = quality.Scope("labels_x")
+    assert quality.pending_rows(reader, labels, horizon=0, reach_sessions=0).stale == 1
+    assert quality.pending_rows(reader, labels, horizon=60, reach_sessions=1).stale == 0
 
 
 def test_pending_rows_with_h_bars_after_them_are_stale(reader: SqlReader) -> None:
@@ -298,5 +306,40 @@ def test_pending_rows_with_h_bars_after_them_are_stale(reader: SqlReader) -> Non
         "FROM (VALUES (0), (1), (2), (3)) v(i)"
     )
     reader.execute("CREATE TABLE labels_x AS SELECT *, ts = (SELECT min(ts) FROM bars) AS pending FROM bars")
-    assert quality.pending_rows(reader, "labels_x", horizon=4, reach_sessions=1).stale == 0
-    assert quality.pending_rows(reader, "labels_x", horizon=3, reach_sessions=1).stale == 1
+    labels = quality.Scope("labels_x")
+    assert quality.pending_rows(reader, labels, horizon=4, reach_sessions=1).stale == 0
+    assert quality.pending_rows(reader, labels, horizon=3, reach_sessions=1).stale == 1
+
+
+def test_a_run_checks_only_its_own_slices_and_the_sweep_checks_the_table(
+    instance: dg.DagsterInstance, db_path: Path
+) -> None:
+    """Corruption outside a run's slices is not that run's to judge (nor to pay for); the sweep finds it."""
+    load(instance, db_path, ("AAPL", "MSFT"), FIRST, LAST)
+    first_aapl = "(SELECT min(ts) FROM bars WHERE ticker = 'AAPL')"
+    sql(
+        db_path,
+        f"UPDATE bars SET high = least(open, close) - 0.01 WHERE ticker = 'AAPL' AND ts = {first_aapl}",
+    )
+    one_session = {RANGE_START: "2024-07-02|MSFT", RANGE_END: "2024-07-02|MSFT"}
+    results = run(instance, db_path, BAR_SELECTION, tags=one_session)
+    assert results["bars:ohlc_consistency"].passed
+    assert values(results["bars:ohlc_consistency"], "rows_checked") == {"rows_checked": 390}
+    assert values(results["bars:session_shortfall"], "sessions_checked") == {"sessions_checked": 1}
+    swept = sweep(instance, db_path)
+    assert not swept["bars:ohlc_consistency"].passed
+    assert values(swept["bars:ohlc_consistency"], "rows_checked", "violating_rows", "scope") == {
+        "rows_checked": 2 * (3 * 390 + 210), "violating_rows": 1, "scope": "whole table"
+    }  # fmt: skip
+
+
+def test_scoped_checks_read_rows_of_the_scope_only(reader: SqlReader) -> None:
+    """A slice is (ticker, session): rows of the same ticker on other days, or other tickers, are out."""
+    reader.execute(
+        "CREATE TABLE bars AS SELECT ticker, CAST(day AS TIMESTAMPTZ) + INTERVAL '13 hours' AS ts, "
+        "CAST(day AS DATE) AS session_date FROM (VALUES ('A', '2024-07-01'), ('A', '2024-07-02'), "
+        "('B', '2024-07-01')) v(ticker, day)"
+    )
+    scope = quality.Scope("bars", frozenset({("A", dt.date(2024, 7, 1))}))
+    assert quality.duplicate_keys(reader, scope).rows == 1
+    assert quality.duplicate_keys(reader, quality.Scope("bars")).rows == 3

@@ -9,6 +9,7 @@ import pytest
 from backfill_assets.defs.bars import bars
 from backfill_assets.defs.providers import SyntheticProviderResource
 from backfill_assets.defs.resources import BarStoreResource
+from backfill_assets.defs.run_facts import run_facts
 from backfill_assets.labels.materialize import LABEL_BYTES_PER_BAR, label_chunks
 from backfill_assets.memory import MemoryBudget, MemoryBudgetError, chunk_by_size, rss_mb
 from backfill_assets.storage.duckdb_labels import DuckDBLabelStore
@@ -41,11 +42,11 @@ def test_chunks_follow_the_budget_and_rows_are_the_same(
     )  # ~45 MB: about 78k of the year's 98k bars per chunk
     roomy = materialize(instance, tmp_path / "roomy.duckdb", int(baseline) + 2000)
     assert tight.success and roomy.success
-    (tight_mat,) = tight.asset_materializations_for_node("bars")[:1]
-    (roomy_mat,) = roomy.asset_materializations_for_node("bars")[:1]
-    assert tight_mat.metadata["chunks"].value > 1 and roomy_mat.metadata["chunks"].value == 1
-    assert tight_mat.metadata["peak_rss_mb"].value > 0
-    assert tight_mat.metadata["memory_budget_mb"].value == int(baseline) + 60
+    tight_facts = run_facts(instance, tight.run_id, dg.AssetKey("bars"))
+    roomy_facts = run_facts(instance, roomy.run_id, dg.AssetKey("bars"))
+    assert tight_facts["chunks"] > 1 and roomy_facts["chunks"] == 1
+    assert tight_facts["peak_rss_mb"] > 0
+    assert tight_facts["memory_budget_mb"] == int(baseline) + 60
     a = DuckDBBarStore(db_path).read_bars().drop(columns="fetched_at")
     b = DuckDBBarStore(tmp_path / "roomy.duckdb").read_bars().drop(columns="fetched_at")
     assert len(a) == 252 * 390 - 3 * 180 and a.equals(b)  # 2024: 252 sessions, three half days

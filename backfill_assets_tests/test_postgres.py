@@ -11,12 +11,6 @@ import pytest
 
 from backfill_assets.calendar import TradingCalendar
 from backfill_assets.defs.bars import bars
-from backfill_assets.defs.checks import (
-    bars_session_coverage,
-    label_checks,
-    ohlc_consistency,
-    unique_ticker_ts,
-)
 from backfill_assets.defs.labels import label_asset
 from backfill_assets.defs.providers import SyntheticProviderResource
 from backfill_assets.defs.resources import BarStoreResource, store_resource
@@ -32,12 +26,6 @@ pytestmark = pytest.mark.postgres
 RANGE_START, RANGE_END = "dagster/asset_partition_range_start", "dagster/asset_partition_range_end"
 FIRST, LAST = "2024-07-01", "2024-07-10"  # a half day, a holiday, and a week after it
 LABELS = [label_asset(s) for s in SETS]
-CHECKS = [
-    ohlc_consistency,
-    unique_ticker_ts,
-    bars_session_coverage,
-    *(c for s in SETS for c in label_checks(s)),
-]
 
 
 def materialize_all(instance: dg.DagsterInstance, store: BarStoreResource) -> dict[str, dict[str, Any]]:
@@ -46,7 +34,7 @@ def materialize_all(instance: dg.DagsterInstance, store: BarStoreResource) -> di
     resources = {"bar_store": store, "bar_provider": SyntheticProviderResource()}
     for ticker in TICKERS:
         tags = {RANGE_START: f"{FIRST}|{ticker}", RANGE_END: f"{LAST}|{ticker}"}
-        result = dg.materialize([bars, *LABELS, *CHECKS], instance=instance, resources=resources, tags=tags)
+        result = dg.materialize([bars, *LABELS], instance=instance, resources=resources, tags=tags)
         assert result.success
         for e in result.get_asset_check_evaluations():
             meta = {k: v.value for k, v in e.metadata.items() if not isinstance(v, dg.MarkdownMetadataValue)}

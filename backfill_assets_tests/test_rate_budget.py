@@ -11,6 +11,7 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
+from backfill_assets.defs.run_facts import run_facts
 from backfill_assets.storage.duckdb_store import DuckDBBarStore
 from backfill_assets_tests.conftest import BIN, run
 from backfill_assets_tests.servers.alpaca import AlpacaServer, AlpacaServerConfig, running_alpaca
@@ -86,6 +87,6 @@ def test_a_server_stricter_than_the_budget_is_absorbed_by_retry_after(
     assert alpaca.count(status=200) == 9
     with dg.DagsterInstance.from_config(project_env["DAGSTER_HOME"]) as instance:
         records = instance.fetch_materializations(dg.AssetKey("bars"), limit=20).records
-        per_run = {r.run_id: r.asset_materialization.metadata["http_429"].value for r in records}  # type: ignore[union-attr]
+        per_run = {r.run_id: run_facts(instance, r.run_id, dg.AssetKey("bars"))["http_429"] for r in records}
     assert len(per_run) == 3 and sum(per_run.values()) == len(rejected)  # each run reports its 429s
     assert_all_rows_landed(db_path)

@@ -19,6 +19,7 @@ from dagster_procs import cli_backfill, fresh_home, running_dagster, stop_sensor
 from report import publish
 
 from backfill_assets.calendar import get_calendar
+from backfill_assets.defs.run_facts import run_facts
 from backfill_assets.settings import load_settings
 
 TICKERS = ["AAPL", "AMZN", "GOOGL", "MSFT", "NVDA", "TSLA", "META", "NFLX"]
@@ -51,22 +52,17 @@ def measure(n_tickers: int, n_sessions: int, batch: int | None) -> str:
         runs = [
             r for r in instance.get_run_records() if r.dagster_run.tags.get("dagster/backfill") == backfill_id
         ]
-        records = instance.fetch_materializations(dg.AssetKey("bars"), limit=10_000).records
-    ids = {r.dagster_run.run_id for r in runs}
-    per_run = {
-        r.run_id: r.asset_materialization for r in records if r.asset_materialization and r.run_id in ids
-    }
-    durations = {
-        r.run_id: float(r.asset_materialization.metadata["duration_s"].value)  # type: ignore[union-attr,arg-type]
-        for r in records
-        if r.run_id in per_run
-    }
+        records = instance.fetch_materializations(dg.AssetKey("bars"), limit=100_000).records
+        facts = {
+            r.dagster_run.run_id: run_facts(instance, r.dagster_run.run_id, dg.AssetKey("bars")) for r in runs
+        }
+    durations = {run_id: float(f["duration_s"]) for run_id, f in facts.items() if f}
     compute = sum(durations.values())
     ends = {run_id: max(r.timestamp for r in records if r.run_id == run_id) for run_id in durations}
     busy = busy_seconds([(ends[run_id] - d, ends[run_id]) for run_id, d in durations.items()])
     run_wall = sum((r.end_time or 0) - (r.start_time or 0) for r in runs)
-    peak = max(float(m.metadata["peak_rss_mb"].value) for m in per_run.values())  # type: ignore[arg-type]
-    budget = next(iter(per_run.values())).metadata["memory_budget_mb"].value
+    peak = max(float(f["peak_rss_mb"]) for f in facts.values() if f)
+    budget = next(f for f in facts.values() if f)["memory_budget_mb"]
     policy = "single_run" if batch is None else f"multi_run({batch})"
     return (
         f"| {n_tickers} x {len(sessions)} = {n_tickers * len(sessions):,} | {policy} | {len(runs)} "

@@ -5,6 +5,7 @@ from typing import Any
 import dagster as dg
 
 from backfill_assets.chunked import PartialIngestError, ingest_in_chunks
+from backfill_assets.defs.checks import BAR_CHECKS, bar_checks
 from backfill_assets.defs.partitions import backfill_policy, bars_partitions, calendar, slices_from_context
 from backfill_assets.defs.providers import (
     AlpacaProviderResource,
@@ -12,26 +13,32 @@ from backfill_assets.defs.providers import (
     HttpProviderResource,
 )
 from backfill_assets.defs.resources import BarStoreResource
+from backfill_assets.defs.run_facts import (
+    add_partition_facts,
+    hold_instance_connection,
+    log_partition_materializations,
+    partition_facts,
+    partition_key,
+    record_run_facts,
+)
 from backfill_assets.ingest import IngestReport
 from backfill_assets.memory import MemoryBudgetError, peak_rss_mb
 from backfill_assets.settings import get_settings
 from backfill_assets.storage.base import Slice
 from backfill_assets.symbols import InvalidTickerError
 
-
-def partition_key(key: Slice) -> str:
-    ticker, day = key
-    return f"{day.isoformat()}|{ticker}"
+EXAMPLES = 20  # partitions named in a run's metadata; the counts say how many there are in all
 
 
-def _metadata(report: IngestReport, where: str, provider: BarProviderResource) -> dict[str, Any]:
-    rows = {partition_key(key): n for key, n in report.rows.items()}
+def _partition_facts(report: IngestReport) -> dict[Slice, dict[str, Any]]:
+    return {key: partition_facts(n, report.spans.get(key)) for key, n in report.rows.items()}
+
+
+def _run_facts(report: IngestReport, where: str, provider: BarProviderResource) -> dict[str, Any]:
+    """The run's figures, recorded once per run (never on each partition's event)."""
     metadata: dict[str, Any] = {
-        "rows_per_partition": dg.MetadataValue.json(rows),
+        "partitions": len(report.rows),
         "rows_total": report.total_rows,
-        "partitions": len(rows),
-        "first_ts": report.first_ts.isoformat() if report.first_ts is not None else "none",
-        "last_ts": report.last_ts.isoformat() if report.last_ts is not None else "none",
         "provider": report.provider,
         "timeframe": report.timeframe,
         "adjustment": report.adjustment,
@@ -47,21 +54,13 @@ def _metadata(report: IngestReport, where: str, provider: BarProviderResource) -
             "http_requests": stats.requests,
             "http_429": stats.throttled,
             "http_retries": stats.retried,
+            "http_wait_s": round(stats.waited_s, 2),
         }
-        metadata["http_wait_s"] = round(stats.waited_s, 2)
     if report.unlisted:
-        metadata["unlisted_partitions"] = dg.MetadataValue.json(sorted(map(partition_key, report.unlisted)))
-    if len(rows) == 1:
-        metadata["dagster/row_count"] = report.total_rows
+        unlisted = sorted(map(partition_key, report.unlisted))
+        metadata["unlisted_partitions"] = len(unlisted)
+        metadata["unlisted_examples"] = dg.MetadataValue.json(unlisted[:EXAMPLES])
     return metadata
-
-
-def _log_landed(context: dg.AssetExecutionContext, report: IngestReport, metadata: dict[str, Any]) -> None:
-    """Partitions that landed in a run that then fails are materialized; the backfill sees that."""
-    for key in report.rows:
-        context.log_event(
-            dg.AssetMaterialization(context.asset_key, partition=partition_key(key), metadata=metadata)
-        )
 
 
 @dg.asset(
@@ -73,6 +72,7 @@ def _log_landed(context: dg.AssetExecutionContext, report: IngestReport, metadat
     group_name="raw_bars",
     kinds={get_settings().store},
     tags={"provider": get_settings().provider},
+    check_specs=BAR_CHECKS,
     # Transient provider trouble (after the HTTP layer's own retries) gets a few more chances;
     # permanent errors raise dg.Failure(allow_retries=False).
     retry_policy=dg.RetryPolicy(
@@ -88,6 +88,7 @@ def bars(
     (ticker, session) slices in one transaction, so re-materializing gives the same rows. Tickers the
     provider does not know fail alone: the other partitions of the run land and show materialized.
     """
+    hold_instance_connection(context)
     try:
         slices = slices_from_context(context)
     except InvalidTickerError as exc:  # a bad key stays bad: no step retry
@@ -102,7 +103,8 @@ def bars(
     except (PartialIngestError, MemoryBudgetError) as exc:
         cause = exc.cause if isinstance(exc, PartialIngestError) else exc
         if isinstance(exc, PartialIngestError) and exc.landed:
-            _log_landed(context, exc.landed, _metadata(exc.landed, store.describe(), bar_provider))
+            log_partition_materializations(context, _partition_facts(exc.landed))
+            record_run_facts(context, _run_facts(exc.landed, store.describe(), bar_provider))
         if isinstance(cause, MemoryBudgetError) or getattr(cause, "permanent", False):
             raise dg.Failure(description=str(cause), allow_retries=False) from None
         raise cause from None
@@ -115,14 +117,14 @@ def bars(
             f"{len(report.unlisted)} partition(s) precede their ticker's first bar (not listed yet): "
             "stored empty, see `unlisted_partitions`"
         )
-    metadata = _metadata(report, store.describe(), bar_provider) | {
-        "chunks": chunks,
-        "memory_budget_mb": bar_store.memory_budget_mb,
-        "peak_rss_mb": round(peak_rss_mb(), 1),
-    }
+    memory = {"memory_budget_mb": bar_store.memory_budget_mb, "peak_rss_mb": round(peak_rss_mb(), 1)}
+    record_run_facts(
+        context, _run_facts(report, store.describe(), bar_provider) | {"chunks": chunks} | memory
+    )
     if not report.failed:
-        return dg.MaterializeResult(metadata=metadata)
-    _log_landed(context, report, metadata)
+        add_partition_facts(context, _partition_facts(report))
+        return dg.MaterializeResult(check_results=bar_checks(bar_store, report.rows.keys()))
+    log_partition_materializations(context, _partition_facts(report))
     reasons = sorted(set(report.failed.values()))
     raise dg.Failure(
         description=f"{len(report.failed)} partition(s) failed: {'; '.join(reasons)}",

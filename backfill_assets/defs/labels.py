@@ -10,6 +10,7 @@ from typing import Any
 
 import dagster as dg
 
+from backfill_assets.defs.checks import label_check_specs, label_checks
 from backfill_assets.defs.partitions import (
     DATE,
     TICKER,
@@ -18,6 +19,7 @@ from backfill_assets.defs.partitions import (
     slices_from_context,
 )
 from backfill_assets.defs.resources import BarStoreResource
+from backfill_assets.defs.run_facts import add_partition_facts, hold_instance_connection, record_run_facts
 from backfill_assets.labels.config import LabelSet, load_label_sets
 from backfill_assets.labels.materialize import (
     LABEL_BYTES_PER_BAR,
@@ -53,19 +55,16 @@ def bars_mapping(label_set: LabelSet) -> dg.PartitionMapping:
     )
 
 
-def _metadata(report: LabelReport, label_set: LabelSet) -> dict[str, Any]:
-    rows = {f"{day.isoformat()}|{ticker}": n for (ticker, day), n in report.rows.items()}
-    metadata: dict[str, Any] = {
-        "rows_per_partition": dg.MetadataValue.json(rows),
+def _run_facts(report: LabelReport, label_set: LabelSet) -> dict[str, Any]:
+    """The run's figures, recorded once per run (each partition's event carries its own row count)."""
+    return {
+        "partitions": len(report.rows),
         "rows_total": report.total_rows,
         "pending_rows": report.pending,
         "bars_read": report.read_bars,
         "duration_s": round(report.duration_s, 3),
         "table": label_set.table,
     }
-    if len(rows) == 1:
-        metadata["dagster/row_count"] = report.total_rows
-    return metadata
 
 
 def label_asset(label_set: LabelSet) -> dg.AssetsDefinition:
@@ -81,8 +80,10 @@ def label_asset(label_set: LabelSet) -> dg.AssetsDefinition:
         description=f"{label_set.kind} labels (H={label_set.horizon} bars, span {label_set.span}); "
         f"table {label_set.table}. {label_set.description}",
         metadata={"label_set": dg.MetadataValue.json(label_set.__dict__)},
+        check_specs=label_check_specs(label_set),
     )
     def _labels(context: dg.AssetExecutionContext, bar_store: BarStoreResource) -> dg.MaterializeResult:
+        hold_instance_connection(context)
         try:
             slices = slices_from_context(context)
         except InvalidTickerError as exc:
@@ -102,12 +103,14 @@ def label_asset(label_set: LabelSet) -> dg.AssetsDefinition:
             f"{report.read_bars} bars in {len(reports)} chunk(s), {report.pending} pending, "
             f"{report.duration_s:.2f} s"
         )
-        metadata = _metadata(report, label_set) | {
-            "chunks": len(reports),
-            "memory_budget_mb": bar_store.memory_budget_mb,
-            "peak_rss_mb": round(peak_rss_mb(), 1),
-        }
-        return dg.MaterializeResult(metadata=metadata)
+        record_run_facts(
+            context,
+            _run_facts(report, label_set)
+            | {"chunks": len(reports), "memory_budget_mb": bar_store.memory_budget_mb,
+               "peak_rss_mb": round(peak_rss_mb(), 1)},
+        )  # fmt: skip
+        add_partition_facts(context, {key: {"dagster/row_count": n} for key, n in report.rows.items()})
+        return dg.MaterializeResult(check_results=label_checks(label_set, bar_store, report.rows.keys()))
 
     return _labels
 

@@ -1,0 +1,130 @@
+"""Dagster's cost per partition: one `bars` run of N partitions along each dimension, on a real instance.
+
+A run is what `dagster asset materialize --partition-range` (and each backfill run) executes: the
+project's asset job over a partition range, bars and every check it carries, in one process
+(synthetic provider, DuckDB). Per run size and dimension it reports the run's wall time from
+creation (planned events included) to success, the asset's own work (its `duration_s`), the wall
+per partition beyond that work, and the event-log bytes per partition (every event of the run, as
+stored). SQLite is the shipped instance; `--postgres URL` adds the dagster-postgres instance.
+Usage: python benchmarks/bench_partition_cost.py [--sizes 10,100,1000] [--postgres URL]
+"""
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+# Settings are read when definitions load: a start date early enough for 1,000 sessions.
+START = "2020-01-02"
+os.environ.setdefault("BACKFILL_START_DATE", START)
+os.environ["BACKFILL_FRESHNESS"] = "off"
+
+from report import publish  # noqa: E402  (benchmarks/ on sys.path)
+
+from backfill_assets.settings import PROJECT_ROOT  # noqa: E402
+
+
+def run_once(tickers: int, sessions: int) -> dict[str, float]:
+    """In the child process (DAGSTER_HOME set): one run over the range; its wall, work and events."""
+    import datetime as dt
+
+    import dagster as dg
+
+    from backfill_assets.calendar import get_calendar
+    from backfill_assets.definitions import defs
+
+    names = [f"T{i:04d}" for i in range(tickers)]
+    first = dt.date.fromisoformat(START)
+    days = get_calendar("XNYS", first).sessions_in(first, first + dt.timedelta(days=2000))[:sessions]
+    tags = {
+        "dagster/asset_partition_range_start": f"{days[0]}|{names[0]}",
+        "dagster/asset_partition_range_end": f"{days[-1]}|{names[-1]}",
+    }
+    with dg.DagsterInstance.get() as instance:
+        instance.add_dynamic_partitions("tickers", names)
+        job = defs().resolve_implicit_global_asset_job_def()
+        started = time.perf_counter()
+        result = job.execute_in_process(instance=instance, tags=tags, asset_selection=[dg.AssetKey("bars")])
+        wall = time.perf_counter() - started
+        assert result.success
+        records = instance.get_records_for_run(result.run_id, limit=10_000_000).records
+    nbytes = sum(len(dg.serialize_value(r.event_log_entry)) for r in records)
+    asset_s = 0.0
+    for record in records:
+        event = record.event_log_entry.dagster_event
+        data = event.event_specific_data if event else None
+        found = getattr(data, "materialization", None) or getattr(data, "asset_observation", None)
+        if found is not None and "duration_s" in found.metadata:
+            asset_s = float(found.metadata["duration_s"].value)  # type: ignore[arg-type]
+    return {"wall": wall, "asset_s": asset_s, "events": len(records), "bytes": nbytes}
+
+
+def home_for(instance: str, pg_url: str | None) -> tuple[Path, dict[str, str]]:
+    home = Path(tempfile.mkdtemp()) / "dagster_home"
+    home.mkdir()
+    shipped = "dagster.postgres.yaml" if instance == "postgres" else "dagster.yaml"
+    (home / "dagster.yaml").write_text((PROJECT_ROOT / shipped).read_text())
+    env = {**os.environ, "DAGSTER_HOME": str(home), "BACKFILL_DUCKDB_PATH": str(home / "market.duckdb")}
+    if pg_url:
+        env["DAGSTER_PG_URL"] = pg_url
+    return home, env
+
+
+def fresh_pg(server: str) -> str:
+    import secrets
+    from urllib.parse import urlsplit
+
+    import psycopg
+
+    name = f"bench_cost_{secrets.token_hex(3)}"
+    with psycopg.connect(server, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    return urlsplit(server)._replace(path=f"/{name}").geturl()
+
+
+def measure(instance: str, tickers: int, sessions: int, pg_server: str | None) -> dict[str, float]:
+    _, env = home_for(instance, fresh_pg(pg_server) if pg_server and instance == "postgres" else None)
+    command = [sys.executable, __file__, "--worker", str(tickers), str(sessions)]
+    out = subprocess.run(command, env=env, cwd=PROJECT_ROOT, capture_output=True, text=True)
+    if out.returncode:
+        raise RuntimeError(f"run of {tickers} x {sessions} failed:\n{out.stderr[-3000:]}")
+    return dict(json.loads(out.stdout.strip().splitlines()[-1]))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--sizes", default="10,100,1000")
+    parser.add_argument("--postgres", default=os.environ.get("BACKFILL_TEST_POSTGRES_URL"))
+    parser.add_argument("--worker", nargs=2, type=int, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.worker:
+        print(json.dumps(run_once(*args.worker)))
+        return
+    sizes = [int(s) for s in args.sizes.split(",")]
+    instances = ["sqlite", "postgres"] if args.postgres else ["sqlite"]
+    lines = [
+        "| instance | run shape | partitions | wall s | asset work s | Dagster ms / partition "
+        "| events | event bytes / partition |",
+        "|---|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for instance in instances:
+        for shape in ("tickers", "sessions"):
+            for n in sizes:
+                tickers, sessions = (n, 1) if shape == "tickers" else (1, n)
+                r = measure(instance, tickers, sessions, args.postgres)
+                extra_ms = (r["wall"] - (r["asset_s"] or 0.0)) / n * 1000
+                label = f"1 session x {n} tickers" if shape == "tickers" else f"1 ticker x {n} sessions"
+                lines.append(
+                    f"| {instance} | {label} | {n} | {r['wall']:.1f} | {r['asset_s'] or 0:.2f} "
+                    f"| {extra_ms:.1f} | {r['events']:.0f} | {r['bytes'] / n:,.0f} |"
+                )
+                print(lines[-1], flush=True)
+    publish("partition_cost", lines)
+
+
+if __name__ == "__main__":
+    main()
