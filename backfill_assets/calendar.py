@@ -71,8 +71,9 @@ class TradingCalendar:
             raise CalendarError(f"{day.isoformat()} is not a {self.name} session") from None
 
     def offset(self, day: dt.date, n: int) -> dt.date:
-        """The session `n` sessions after session `day`, capped at the calendar's last session."""
-        return self.sessions[min(self.position(day) + n, len(self.sessions) - 1)]
+        """The session `n` sessions after session `day` (before it for n < 0), capped at the calendar's
+        first and last sessions."""
+        return self.sessions[max(0, min(self.position(day) + n, len(self.sessions) - 1))]
 
     def sessions_in(self, start: dt.date, end: dt.date) -> list[dt.date]:
         """Sessions in the closed range [start, end]."""

@@ -77,11 +77,17 @@ def _backfill(args: argparse.Namespace) -> int:
     with dg.DagsterInstance.get() as instance:
         new = missing_tickers(tickers, instance.get_dynamic_partitions(TICKER_PARTITIONS))
         instance.add_dynamic_partitions(TICKER_PARTITIONS, new)
+        registered = instance.get_dynamic_partitions(TICKER_PARTITIONS)
     if new:
         print(f"registered {len(new)} new ticker(s): {', '.join(new)}")
     title = args.title or f"{','.join(assets)}: {len(tickers)} tickers x {len(sessions)} sessions"
-    backfill_id = headless.launch(args.url, assets, tickers, sessions, title, tags)
-    print(f"launched backfill {backfill_id}: {len(tickers) * len(sessions)} partitions per asset")
+    ranges = headless.partition_ranges(tickers, registered, sessions[0], sessions[-1])
+    backfill_id, running = headless.launch(args.url, assets, ranges, title, tags, args.timeout)
+    partitions = f"{len(set(tickers)) * len(sessions)} partitions per asset"
+    if running:
+        print(f"backfill {backfill_id} of this launch is already running ({partitions}): following it")
+    else:
+        print(f"launched backfill {backfill_id}: {partitions}")
     print(f"{args.url}/runs/b/{backfill_id}")
     if not args.wait:
         return 0
@@ -163,6 +169,12 @@ def build_parser() -> argparse.ArgumentParser:
     backfill.add_argument("--tag", action="append", default=[], help="run tag key=value (repeatable)")
     backfill.add_argument("--title", help="backfill title shown in the UI")
     backfill.add_argument("--wait", action="store_true", help="follow it until it ends")
+    backfill.add_argument(
+        "--timeout",
+        type=float,
+        default=600,
+        help="seconds to wait for the webserver to take it (default 600)",
+    )
     backfill.set_defaults(func=_backfill)
     status = commands.add_parser("status", help="progress of a backfill, with a progress bar until done")
     status.add_argument("backfill_id")

@@ -16,6 +16,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from backfill_assets.calendar import TradingCalendar, get_calendar
+from backfill_assets.headless import partition_ranges
 from backfill_assets.home import instance_kind
 from backfill_assets.settings import PROJECT_ROOT, Settings
 from backfill_assets.storage.open import open_store
@@ -76,17 +77,20 @@ def run_demo(settings: Settings, tickers: list[str], n_sessions: int, home: Path
 
     calendar = get_calendar(settings.calendar, settings.start_date)
     sessions = [d for d in calendar.sessions if d >= settings.start_date][:n_sessions]
-    keys = [f"{day.isoformat()}|{ticker}" for ticker in tickers for day in sessions]
     with dg.DagsterInstance.get() as instance:
         known = set(instance.get_dynamic_partitions("tickers"))
         instance.add_dynamic_partitions("tickers", [t for t in tickers if t not in known])
+        ranges = partition_ranges(
+            tickers, instance.get_dynamic_partitions("tickers"), sessions[0], sessions[-1]
+        )
+    partitions = len(tickers) * len(sessions)
     started = time.monotonic()
     with dagster_dev(home, free_port()) as url:
         print(f"dagster dev is up at {url} (DAGSTER_HOME={home})", flush=True)
         wait_until_loaded(url)
         title = f"demo: {len(tickers)} tickers x {len(sessions)} sessions"
-        backfill_id = launch_backfill(url, ["bars"], keys, title, tags={"provider": settings.provider})
-        print(f"launched backfill {backfill_id} ({len(keys)} partitions): {url}/runs/b/{backfill_id}")
+        backfill_id, _ = launch_backfill(url, ["bars"], ranges, title, tags={"provider": settings.provider})
+        print(f"launched backfill {backfill_id} ({partitions} partitions): {url}/runs/b/{backfill_id}")
         status = follow(url, backfill_id, timeout_s)
     print(f"backfill {backfill_id} {status} in {time.monotonic() - started:.0f} s")
     return _report(settings, tickers, sessions, calendar) if status == "COMPLETED_SUCCESS" else 1

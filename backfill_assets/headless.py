@@ -48,17 +48,38 @@ def asset_paths(assets: Sequence[str], known: Sequence[str]) -> list[str]:
     return list(assets)
 
 
+def partition_ranges(
+    tickers: Sequence[str], registered: Sequence[str], first: dt.date, last: dt.date
+) -> list[tuple[str, str]]:
+    """`first..last` x `tickers` as few boxes of partition keys as Dagster can express: its range over
+    the tickers dimension follows the order tickers were registered in, so each run of consecutive
+    registered tickers is one range."""
+    position = {ticker: i for i, ticker in enumerate(registered)}
+    missing = [t for t in tickers if t not in position]
+    if missing:
+        raise SettingsError(f"ticker {missing[0]!r} is not registered (backfill-assets tickers add)")
+    ranges: list[tuple[str, str]] = []
+    indices = sorted({position[t] for t in tickers})
+    start = indices[0]
+    for before, after in zip(indices, [*indices[1:], None], strict=True):
+        if after != before + 1:
+            ranges.append(
+                (f"{first.isoformat()}|{registered[start]}", f"{last.isoformat()}|{registered[before]}")
+            )
+            start = after if after is not None else start
+    return ranges
+
+
 def launch(
     url: str,
     assets: list[str],
-    tickers: list[str],
-    sessions: list[dt.date],
+    ranges: list[tuple[str, str]],
     title: str,
     tags: dict[str, str],
-    timeout: float = 30,
-) -> str:
-    keys = [f"{day.isoformat()}|{ticker}" for ticker in tickers for day in sessions]
-    return launch_backfill(url, assets, keys, title, tags, timeout)
+    timeout: float = 600,
+) -> tuple[str, bool]:
+    """A backfill of `ranges` for `assets`, or the same launch's backfill if it is still running."""
+    return launch_backfill(url, assets, ranges, title, tags, timeout)
 
 
 def _bar(progress: BackfillProgress, started: float, width: int = 30) -> str:

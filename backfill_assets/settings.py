@@ -36,6 +36,7 @@ class Settings:
     postgres_schema: str = "public"
     requests_per_minute: int | None = None
     max_concurrent_requests: int | None = None
+    budget_window_s: int | None = None  # the provider's rate window, s (the budget is per window)
     memory_budget_mb: int = 1024
     partitions_per_run: int | None = None  # None: single_run (one run per ticker or per date)
 
@@ -121,6 +122,7 @@ def load_settings(env: dict[str, str] | None = None, today: dt.date | None = Non
         postgres_schema=schema,
         requests_per_minute=_positive_int(env, "BACKFILL_REQUESTS_PER_MINUTE"),
         max_concurrent_requests=_positive_int(env, "BACKFILL_MAX_CONCURRENT_REQUESTS"),
+        budget_window_s=_positive_int(env, "BACKFILL_BUDGET_WINDOW_S"),
         memory_budget_mb=_positive_int(env, "BACKFILL_MEMORY_BUDGET_MB") or 1024,
         partitions_per_run=_positive_int(env, "BACKFILL_PARTITIONS_PER_RUN"),
     )

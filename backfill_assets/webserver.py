@@ -1,5 +1,6 @@
 """A small client for dagster-webserver's GraphQL API: launch and follow real daemon backfills."""
 
+import hashlib
 import json
 import socket
 import time
@@ -46,6 +47,14 @@ query($id: String!) {
   }
 }"""
 
+# Backfills still running; a launch's key tag (below) is matched client-side (no tag filter in 1.13).
+RUNNING = """
+{ partitionBackfillsOrError(status: REQUESTED, limit: 1000) {
+    __typename
+    ... on PartitionBackfills { results { id tags { key value } } }
+} }"""
+LAUNCH_KEY = "backfill_assets/launch_key"
+
 LOCATIONS = """
 { workspaceOrError { __typename ... on Workspace { locationEntries {
     name loadStatus locationOrLoadError { __typename ... on PythonError { message } }
@@ -56,6 +65,10 @@ TERMINAL = {"COMPLETED", "COMPLETED_SUCCESS", "COMPLETED_FAILED", "FAILED", "CAN
 
 class WebserverError(RuntimeError):
     """The webserver is unreachable or answered with an error."""
+
+
+class WebserverBusy(WebserverError):
+    """The webserver took the request but did not answer in time (it may still be working on it)."""
 
 
 @dataclass(frozen=True)
@@ -81,7 +94,11 @@ def graphql(
     try:
         with urllib.request.urlopen(request, timeout=timeout) as response:
             payload = json.load(response)
-    except (urllib.error.URLError, TimeoutError, ConnectionError) as exc:
+    except TimeoutError as exc:
+        raise WebserverBusy(f"dagster-webserver at {url} gave no answer within {timeout:.0f} s") from exc
+    except (urllib.error.URLError, ConnectionError) as exc:
+        if isinstance(getattr(exc, "reason", None), TimeoutError):
+            raise WebserverBusy(f"dagster-webserver at {url} gave no answer within {timeout:.0f} s") from exc
         raise WebserverError(f"cannot reach dagster-webserver at {url}: {exc}") from exc
     if payload.get("errors"):
         raise WebserverError(f"GraphQL error from {url}: {payload['errors'][0].get('message')}")
@@ -107,25 +124,60 @@ def wait_until_loaded(url: str, timeout_s: float = 180) -> None:
         time.sleep(1)
 
 
+def launch_key(params: dict[str, Any]) -> str:
+    """The same launch (assets, partitions, title, tags) always has the same key."""
+    return hashlib.sha256(json.dumps(params, sort_keys=True).encode()).hexdigest()[:20]
+
+
+def running_backfill(url: str, key: str, timeout: float = 60) -> str | None:
+    """The id of a running backfill launched with `key`, if there is one."""
+    found = graphql(url, RUNNING, timeout=timeout)["partitionBackfillsOrError"]
+    for backfill in found.get("results", []):
+        if {"key": LAUNCH_KEY, "value": key} in backfill["tags"]:
+            return str(backfill["id"])
+    return None
+
+
 def launch_backfill(
     url: str,
     assets: list[str],
-    partitions: list[str],
+    ranges: list[tuple[str, str]],
     title: str,
     tags: dict[str, str] | None = None,
-    timeout: float = 30,
-) -> str:
-    """Launch an asset backfill the daemon will execute; return its id."""
-    params = {
-        "assetSelection": [{"path": [a]} for a in assets],
-        "partitionNames": partitions,
+    timeout: float = 600,
+) -> tuple[str, bool]:
+    """Launch an asset backfill of `ranges` (first and last partition key of each box) for every
+    asset; return its id and whether it was already running.
+
+    Ranges, not keys: a year of 1,000 tickers is one range, not 252,000 names for the webserver to
+    parse. A launch carries a key tag derived from its parameters, so a retried launch (after a
+    timeout, a lost answer or a second command) finds the running backfill instead of adding one.
+    """
+    partitions = {"ranges": [{"start": a, "end": b} for a, b in ranges]}
+    params: dict[str, Any] = {
+        "partitionsByAssets": [
+            {"assetKey": {"path": a.split("/")}, "partitions": partitions} for a in assets
+        ],
         "title": title,
-        "tags": [{"key": k, "value": v} for k, v in (tags or {}).items()],
+        "tags": [{"key": k, "value": v} for k, v in sorted((tags or {}).items())],
     }
-    result = graphql(url, LAUNCH, {"p": params}, timeout=timeout)["launchPartitionBackfill"]
+    key = launch_key(params)
+    params["tags"].append({"key": LAUNCH_KEY, "value": key})
+    if (running := running_backfill(url, key)) is not None:
+        return running, True
+    deadline = time.monotonic() + timeout
+    try:
+        result = graphql(url, LAUNCH, {"p": params}, timeout=timeout)["launchPartitionBackfill"]
+    except WebserverBusy:
+        # The webserver may still be creating it: look for it rather than launch a second one.
+        while time.monotonic() < deadline + timeout:
+            if (running := running_backfill(url, key)) is not None:
+                return running, False
+            time.sleep(5)
+        raise
     if result["__typename"] != "LaunchBackfillSuccess":
         raise WebserverError(f"backfill not launched ({result['__typename']}): {result}")
-    return str(result["backfillId"])
+    return str(result["backfillId"]), False
 
 
 def backfill_progress(url: str, backfill_id: str) -> BackfillProgress:

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from backfill_assets.calendar import TradingCalendar
+from backfill_assets.settings import SettingsError
 from backfill_assets.storage.duckdb_labels import DuckDBLabelStore
 from backfill_assets.storage.duckdb_store import DuckDBBarStore
 from backfill_assets_tests.conftest import BIN, run
@@ -139,3 +140,20 @@ def test_setup_sets_the_pool_limits(project_env: dict[str, str]) -> None:
     assert "synthetic_api=4, alpaca_api=3, yfinance_api=1" in result.stdout
     info = run([str(BIN / "dagster"), "instance", "concurrency", "get", "alpaca_api"], project_env)
     assert "3" in info.stdout
+
+
+def test_partition_ranges_are_boxes_over_the_registered_ticker_order() -> None:
+    """Dagster orders the dynamic tickers dimension by registration: consecutive ones share a range."""
+    from backfill_assets.headless import partition_ranges
+
+    registered = ["AAPL", "MSFT", "NVDA", "TSLA", "AMZN"]
+    first, last = dt.date(2024, 1, 2), dt.date(2024, 12, 31)
+    assert partition_ranges(["MSFT", "AAPL", "NVDA"], registered, first, last) == [
+        ("2024-01-02|AAPL", "2024-12-31|NVDA")
+    ]
+    assert partition_ranges(["AMZN", "AAPL", "NVDA", "MSFT"], registered, first, last) == [
+        ("2024-01-02|AAPL", "2024-12-31|NVDA"),
+        ("2024-01-02|AMZN", "2024-12-31|AMZN"),
+    ]
+    with pytest.raises(SettingsError, match="'IBM' is not registered"):
+        partition_ranges(["IBM"], registered, first, last)

@@ -8,7 +8,7 @@ import yaml
 from backfill_assets.settings import PROJECT_ROOT
 from backfill_assets_tests.conftest import BIN, run
 
-SHARED = ("run_coordinator", "concurrency", "run_retries", "run_monitoring", "telemetry")
+SHARED = ("run_coordinator", "backfills", "concurrency", "run_retries", "run_monitoring", "telemetry")
 VARIANTS = ["dagster.postgres.yaml", "deploy/dagster.docker.yaml", "deploy/dagster.k8s.yaml"]
 
 

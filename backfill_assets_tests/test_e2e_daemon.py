@@ -127,6 +127,10 @@ def test_cli_backfill_runs_through_the_daemon_within_limits(
     assert "TSLA" in launched.stdout.splitlines()[0] and "90 partitions per asset" in launched.stdout
     backfill_id = launched.stdout.split("launched backfill ")[1].split(":")[0]
     assert f"{url}/runs/b/{backfill_id}" in launched.stdout
+    # A retried launch (same assets, range, tags) finds the running backfill instead of adding one
+    again = run([*command, "--start", str(FIRST), "--end", str(LAST)], env)
+    assert again.returncode == 0, again.stderr
+    assert f"backfill {backfill_id} of this launch is already running" in again.stdout
     status = run([str(BIN / "backfill-assets"), "status", backfill_id], env, timeout=600)
     assert status.returncode == 0, status.stdout + status.stderr
     assert "90/90 done, 0 in progress, 0 failed  COMPLETED_SUCCESS" in status.stdout.splitlines()[-1]

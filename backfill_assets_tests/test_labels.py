@@ -14,10 +14,13 @@ from backfill_assets.defs.bars import bars
 from backfill_assets.defs.labels import label_asset
 from backfill_assets.defs.providers import SyntheticProviderResource
 from backfill_assets.defs.resources import BarStoreResource
+from backfill_assets.defs.run_facts import run_facts
 from backfill_assets.labels.compute import compute_labels
 from backfill_assets.labels.config import LabelSet
+from backfill_assets.labels.materialize import warmup_sessions, window_anchors
 from backfill_assets.storage.duckdb_labels import DuckDBLabelStore
 from backfill_assets.storage.duckdb_store import DuckDBBarStore
+from backfill_assets.timeframes import TIMEFRAMES
 
 D = dt.date
 RANGE_START, RANGE_END = "dagster/asset_partition_range_start", "dagster/asset_partition_range_end"
@@ -45,6 +48,11 @@ def load_bars(instance: dg.DagsterInstance, db_path: Path, first: D, last: D) ->
         run(instance, db_path, [bars], tags=tags)
 
 
+def stored(computed: pd.DataFrame, like: pd.DataFrame) -> pd.DataFrame:
+    computed["session_date"] = computed["session_date"].dt.date  # the table gives dates
+    return computed.astype(like.dtypes.to_dict())
+
+
 @pytest.fixture
 def sessions(calendar: TradingCalendar) -> list[D]:
     return calendar.sessions_in(D(2024, 7, 1), D(2024, 7, 10))  # includes the 3 Jul half day, 4 Jul holiday
@@ -52,7 +60,11 @@ def sessions(calendar: TradingCalendar) -> list[D]:
 
 @pytest.mark.parametrize("label_set", SETS, ids=[s.name for s in SETS])
 def test_session_by_session_equals_one_range_equals_full_history(
-    instance: dg.DagsterInstance, db_path: Path, tmp_path: Path, sessions: list[D], label_set: LabelSet
+    instance: dg.DagsterInstance,
+    db_path: Path,
+    sessions: list[D],
+    label_set: LabelSet,
+    calendar: TradingCalendar,
 ) -> None:
     load_bars(instance, db_path, sessions[0], sessions[-1])
     asset = label_asset(label_set)
@@ -70,11 +82,14 @@ def test_session_by_session_equals_one_range_equals_full_history(
             tags={RANGE_START: f"{sessions[0]}|{ticker}", RANGE_END: f"{sessions[-1]}|{ticker}"},
         )
     ranged = store.read_labels(label_set.table)
-    full = compute_labels(label_set, store.read_history(TICKERS, sessions[-1], 0))
+    history = store.read_history(TICKERS, sessions[0], sessions[-1], 0)
+    warmup = warmup_sessions(label_set, TIMEFRAMES["1Min"])
+    windowed = compute_labels(label_set, history, window_anchors(history, calendar, warmup))
     pd.testing.assert_frame_equal(one_by_one, ranged, check_exact=True)
-    full["session_date"] = full["session_date"].dt.date  # the table gives dates, the computation datetime64
-    expected = full.astype(ranged.dtypes.to_dict())
-    pd.testing.assert_frame_equal(ranged, expected, check_exact=True, check_dtype=False)
+    pd.testing.assert_frame_equal(ranged, stored(windowed, ranged), check_exact=True, check_dtype=False)
+    # the bounded window agrees with sigma over the whole history to double precision
+    full = stored(compute_labels(label_set, history), ranged)
+    pd.testing.assert_frame_equal(ranged, full, check_exact=False, rtol=1e-12, atol=0, check_dtype=False)
     assert len(ranged) == 2 * sum(map(lambda d: 390 if d != D(2024, 7, 3) else 210, sessions))
     assert ranged["pending"].any() == label_set.cross_session  # the last bars wait for later sessions
 
@@ -119,3 +134,22 @@ def test_new_bars_request_the_label_partitions_that_read_them(
         f"{sessions[2]}|MSFT",
     } <= requested
     assert f"{sessions[0]}|AAPL" not in requested
+
+
+def test_a_label_run_reads_its_sessions_the_warm_up_and_the_halo_not_the_history(
+    instance: dg.DagsterInstance, db_path: Path, calendar: TradingCalendar
+) -> None:
+    """20 sessions stored; labelling one session in the middle reads W sessions before it, the session
+    itself and H bars after it, whatever the history before."""
+    days = calendar.sessions_in(D(2024, 1, 2), D(2024, 1, 31))[:20]
+    load_bars(instance, db_path, days[0], days[-1])
+    label_set = SETS[0]  # span 20: W = 2 sessions; H = 30
+    warmup = warmup_sessions(label_set, TIMEFRAMES["1Min"])
+    assert warmup == 2
+    resources = {"bar_store": BarStoreResource(duckdb_path=str(db_path))}
+    result = dg.materialize([label_asset(label_set)], instance=instance, resources=resources,
+                            partition_key=f"{days[12]}|AAPL")  # fmt: skip
+    assert result.success
+    facts = run_facts(instance, result.run_id, dg.AssetKey(["labels", label_set.name]))
+    assert facts["bars_read"] == (warmup + 1) * 390 + label_set.horizon
+    assert facts["rows_total"] == 390

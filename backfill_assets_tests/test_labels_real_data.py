@@ -14,10 +14,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from backfill_assets.calendar import get_calendar
 from backfill_assets.labels.config import LabelSet
 from backfill_assets.labels.materialize import materialize_labels
 from backfill_assets.storage.duckdb_labels import DuckDBLabelStore
 from backfill_assets.storage.duckdb_store import DuckDBBarStore
+from backfill_assets.timeframes import TIMEFRAMES
 
 SPLITS = {dt.date(2000, 6, 21): 2.0, dt.date(2005, 2, 28): 2.0}  # AAPL ex-dates inside the file
 H = 10  # sessions
@@ -26,6 +28,7 @@ SETS = (
     LabelSet("excursion", "mfe_mae", horizon=H, span=20),
     LabelSet("vsr", "vol_scaled_return", horizon=H, span=20),
 )
+CALENDAR = get_calendar("XNYS", dt.date(2000, 3, 1))
 Labels = dict[tuple[str, str], pd.DataFrame]  # (adjustment, label set name) -> stored label rows
 
 
@@ -68,7 +71,7 @@ def labels(tmp_path_factory: pytest.TempPathFactory) -> Labels:
         store.replace_bars(bars, slices)
         label_store = DuckDBLabelStore(store)
         for label_set in SETS:
-            materialize_labels(label_set, slices, label_store)
+            materialize_labels(label_set, slices, label_store, CALENDAR, TIMEFRAMES["1Day"])
             result[adjustment, label_set.name] = label_store.read_labels(label_set.table)
     return result
 

@@ -87,6 +87,6 @@ def test_label_runs_chunk_by_ticker_history(instance: dg.DagsterInstance, db_pat
     slices = [(t, d) for t in ("AAPL", "MSFT", "NVDA") for d in (D(2024, 1, 5), D(2024, 1, 8))]
     # 1 MB free of a fixed 100 MB reading: 2,621 bars per chunk, one ticker's 1,950 bars (to 8 Jan) each
     tight = MemoryBudget(100, bytes_per_bar=LABEL_BYTES_PER_BAR, measure=lambda: 99.0)
-    assert label_chunks(slices, labels, tight) == [slices[:2], slices[2:4], slices[4:]]
+    assert label_chunks(slices, labels, tight, D(2024, 1, 2)) == [slices[:2], slices[2:4], slices[4:]]
     roomy = MemoryBudget(4096, bytes_per_bar=LABEL_BYTES_PER_BAR, measure=lambda: 99.0)
-    assert label_chunks(slices, labels, roomy) == [slices]
+    assert label_chunks(slices, labels, roomy, D(2024, 1, 2)) == [slices]

@@ -21,6 +21,7 @@ import pandas as pd
 import pandas_labels  # run as a script: benchmarks/ is on sys.path
 from report import publish
 
+from backfill_assets.calendar import get_calendar
 from backfill_assets.labels import kernels, reference
 from backfill_assets.labels.compute import segments, ticker_starts
 from backfill_assets.labels.config import LabelSet, load_label_sets
@@ -28,8 +29,11 @@ from backfill_assets.labels.materialize import materialize_labels
 from backfill_assets.schemas import BARS_COLUMNS
 from backfill_assets.storage.duckdb_labels import DuckDBLabelStore
 from backfill_assets.storage.duckdb_store import DuckDBBarStore
+from backfill_assets.timeframes import TIMEFRAMES
 
 PER_TICKER, PER_SESSION = 100_000, 390
+
+CALENDAR = get_calendar("XNYS", dt.date(2024, 1, 2))
 
 
 def synthetic_bars(n: int, seed: int = 0) -> pd.DataFrame:
@@ -40,7 +44,8 @@ def synthetic_bars(n: int, seed: int = 0) -> pd.DataFrame:
     open_ = close * np.exp(rng.normal(0, 3e-4, n))
     spread = np.abs(rng.normal(0, 5e-4, n))
     minute = np.tile(np.arange(PER_TICKER), n // PER_TICKER)
-    days = pd.Timestamp("2024-01-02") + pd.to_timedelta(minute // PER_SESSION, unit="D")
+    sessions = pd.DatetimeIndex(CALENDAR.sessions)  # real sessions: label runs look sessions up
+    days = sessions[minute // PER_SESSION]
     ts = (days + pd.to_timedelta(minute % PER_SESSION + 870, unit="min")).tz_localize("UTC")
     return pd.DataFrame(
         {
@@ -87,7 +92,7 @@ def end_to_end(label_sets: tuple[LabelSet, ...], bars: pd.DataFrame, path: Path)
 
     def run() -> None:
         for label_set in label_sets:
-            materialize_labels(label_set, slices, store)
+            materialize_labels(label_set, slices, store, CALENDAR, TIMEFRAMES["1Min"])
 
     return run
 

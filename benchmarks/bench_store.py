@@ -20,7 +20,7 @@ from pathlib import Path
 import pandas as pd
 import pandas_labels  # run as a script: benchmarks/ is on sys.path
 import psycopg
-from bench_labels import as_stored, synthetic_bars  # run as a script: benchmarks/ is on sys.path
+from bench_labels import CALENDAR, as_stored, synthetic_bars  # run as a script: benchmarks/ is on sys.path
 from report import publish  # run as a script: benchmarks/ is on sys.path
 
 from backfill_assets.labels.compute import compute_labels, output_types
@@ -31,6 +31,7 @@ from backfill_assets.storage.duckdb_labels import DuckDBLabelStore
 from backfill_assets.storage.duckdb_store import DuckDBBarStore
 from backfill_assets.storage.postgres_labels import PostgresLabelStore
 from backfill_assets.storage.postgres_store import PostgresStore
+from backfill_assets.timeframes import TIMEFRAMES
 
 DEFAULT_URL = "postgresql://postgres@127.0.0.1:5432/test"
 
@@ -50,7 +51,8 @@ def measure(
         "bars, first write": seconds(lambda: store.replace_bars(bars, slices)),
         "bars, rewrite of the same slices": seconds(lambda: store.replace_bars(bars, slices)),
     }
-    history = labels.read_history({t for t, _ in slices}, max(d for _, d in slices), 0)
+    days = [d for _, d in slices]
+    history = labels.read_history({t for t, _ in slices}, min(days), max(days), 0)
     computed = compute_labels(label_set, history)
     types = output_types(label_set)
     return times | {
@@ -58,7 +60,7 @@ def measure(
             lambda: labels.replace_labels(label_set.table, types, computed, slices)
         ),
         f"labels ({label_set.name}): read + compute + write": seconds(
-            lambda: materialize_labels(label_set, slices, labels)
+            lambda: materialize_labels(label_set, slices, labels, CALENDAR, TIMEFRAMES["1Min"])
         ),
     }
 

@@ -16,6 +16,7 @@ from backfill_assets.defs.partitions import (
     TICKER,
     backfill_policy,
     bars_partitions,
+    calendar,
     slices_from_context,
 )
 from backfill_assets.defs.resources import BarStoreResource
@@ -28,6 +29,7 @@ from backfill_assets.labels.materialize import (
     label_chunks,
     materialize_labels,
     merge_reports,
+    warmup_sessions,
 )
 from backfill_assets.memory import MemoryBudget, MemoryBudgetError, peak_rss_mb
 from backfill_assets.settings import get_settings
@@ -92,8 +94,10 @@ def label_asset(label_set: LabelSet) -> dg.AssetsDefinition:
         budget = MemoryBudget(float(bar_store.memory_budget_mb), bytes_per_bar=LABEL_BYTES_PER_BAR)
         reports: list[LabelReport] = []
         try:
-            for chunk in label_chunks(slices, store, budget):
-                reports.append(materialize_labels(label_set, chunk, store))
+            timeframe = get_settings().timeframe
+            since = calendar.offset(min(day for _, day in slices), -warmup_sessions(label_set, timeframe))
+            for chunk in label_chunks(slices, store, budget, since):
+                reports.append(materialize_labels(label_set, chunk, store, calendar, timeframe))
                 budget.guard()
         except MemoryBudgetError as exc:
             raise dg.Failure(description=str(exc), allow_retries=False) from None

@@ -67,6 +67,8 @@ def provider_resource(settings: Settings) -> BarProviderResource:
         common["requests_per_minute"] = settings.requests_per_minute
     if settings.max_concurrent_requests:
         common["max_concurrent_requests"] = settings.max_concurrent_requests
+    if settings.budget_window_s:
+        common["budget_window_s"] = settings.budget_window_s
     if settings.provider == "alpaca":
         return AlpacaProviderResource(
             api_key=dg.EnvVar("ALPACA_API_KEY"),

@@ -51,8 +51,11 @@ def ticker_starts(codes: np.ndarray) -> np.ndarray:
     return np.concatenate(([0], change, [len(codes)])).astype(np.int64)
 
 
-def compute_labels(label_set: LabelSet, bars: pd.DataFrame) -> pd.DataFrame:
-    """Label every bar of `bars` (ordered by ticker, ts; a ticker's whole stored prefix plus the halo)."""
+def compute_labels(
+    label_set: LabelSet, bars: pd.DataFrame, anchors: np.ndarray | None = None
+) -> pd.DataFrame:
+    """Label every bar of `bars` (ordered by ticker, ts), sigma's EWM over all of a ticker's bars in
+    `bars`, or with `anchors` from each bar's anchor bar (see materialize.window_anchors)."""
     if bars.empty:
         return pd.DataFrame(columns=[*KEY_COLUMNS, *output_types(label_set)])
     codes = pd.factorize(bars["ticker"], sort=False)[0]
@@ -62,7 +65,7 @@ def compute_labels(label_set: LabelSet, bars: pd.DataFrame) -> pd.DataFrame:
     days = bars["session_date"].to_numpy()
     seg_end, seg_final = segments(codes, days, label_set.cross_session)
     h = label_set.horizon
-    sigma = kernels.ewm_sigma(arrays["close"], ticker_starts(codes), label_set.span)
+    sigma = kernels.ewm_sigma(arrays["close"], ticker_starts(codes), label_set.span, anchors)
     trgt = kernels.barrier_unit(sigma, h)
     values: dict[str, np.ndarray]
     if label_set.kind == "triple_barrier":

@@ -23,11 +23,12 @@ Int8Array = npt.NDArray[np.int8]
 
 
 @numba.njit(cache=True)
-def _ewm_sigma(close: FloatArray, starts: IntArray, span: int) -> FloatArray:
+def _ewm_sigma(close: FloatArray, blocks: IntArray, span: int) -> FloatArray:
+    """Each block (anchor, first, end) runs the EWM from bar `anchor` and writes bars [first, end)."""
     out = np.full(close.shape[0], np.nan)
     decay = 1.0 - 2.0 / (span + 1.0)
-    for k in range(starts.shape[0] - 1):
-        s, e = starts[k], starts[k + 1]
+    for k in range(blocks.shape[0]):
+        s, w, e = blocks[k, 0], blocks[k, 1], blocks[k, 2]
         mean = cov = sum_wt = sum_wt2 = old_wt = 0.0
         for i in range(s + 1, e):
             r = math.log(close[i] / close[i - 1])
@@ -47,7 +48,7 @@ def _ewm_sigma(close: FloatArray, starts: IntArray, span: int) -> FloatArray:
                 sum_wt += 1.0
                 sum_wt2 += 1.0
                 old_wt += 1.0
-            if nobs >= span:
+            if nobs >= span and i >= w:
                 numerator = sum_wt * sum_wt
                 denominator = numerator - sum_wt2
                 if denominator > 0.0:
@@ -217,15 +218,31 @@ def _segments(seg_end: IntArray, seg_final: BoolArray, n: int) -> tuple[IntArray
     return ends, finals
 
 
-def ewm_sigma(close: FloatArray, starts: IntArray, span: int) -> FloatArray:
-    """sigma_t, the EWM std (span S, min_periods S) of one-bar log returns per ticker; see reference."""
+def ewm_sigma(close: FloatArray, starts: IntArray, span: int, anchors: IntArray | None = None) -> FloatArray:
+    """sigma_t, the EWM std (span S, min_periods S) of one-bar log returns per ticker; see reference.
+
+    With `anchors` (per bar, the bar its EWM starts from, in the bar's own ticker), the EWM is rerun
+    from each distinct anchor over the bars sharing it (a session's bars share their anchor).
+    """
     c = _prices("close", close)
     bounds = np.ascontiguousarray(starts, dtype=np.int64)
     if bounds.ndim != 1 or bounds.shape[0] < 1 or bounds[0] != 0 or bounds[-1] != c.shape[0]:
         raise ValueError("starts must run from 0 to len(close)")
     if np.any(np.diff(bounds) < 0) or span < 1:
         raise ValueError("starts must never decrease and span must be >= 1")
-    return _ewm_sigma(c, bounds, int(span))
+    if anchors is None:
+        blocks = np.stack([bounds[:-1], bounds[:-1], bounds[1:]], axis=1)
+    else:
+        a = np.ascontiguousarray(anchors, dtype=np.int64)
+        ticker_of = np.repeat(np.arange(bounds.shape[0] - 1), np.diff(bounds))
+        if a.shape != c.shape or np.any(a > np.arange(c.shape[0])) or np.any(a < bounds[:-1][ticker_of]):
+            raise ValueError("each anchor must be a bar of the same ticker at or before its bar")
+        if np.any(np.diff(a)[np.diff(ticker_of) == 0] < 0):
+            raise ValueError("anchors must never decrease within a ticker")
+        first = np.flatnonzero(np.concatenate(([True], (np.diff(a) != 0) | (np.diff(ticker_of) != 0))))
+        ends = np.concatenate((first[1:], [c.shape[0]]))
+        blocks = np.stack([a[first], first, ends], axis=1)
+    return _ewm_sigma(c, np.ascontiguousarray(blocks, dtype=np.int64), int(span))
 
 
 def barrier_unit(sigma: FloatArray, horizon: int) -> FloatArray:

@@ -55,13 +55,15 @@ class BarStore(Protocol):
 class LabelStore(Protocol):
     """The bars a label run reads and the `labels_<name>` tables it writes, in the bars' store."""
 
-    def read_history(self, tickers: Collection[str], last: dt.date, halo_bars: int) -> pd.DataFrame:
-        """Every stored bar of `tickers` up to session `last` plus each ticker's first `halo_bars`
-        bars after it, ordered by (ticker, ts); ticker Categorical, session_date datetime64."""
+    def read_history(
+        self, tickers: Collection[str], since: dt.date, last: dt.date, halo_bars: int
+    ) -> pd.DataFrame:
+        """Every stored bar of `tickers` in sessions `since`..`last` plus each ticker's first
+        `halo_bars` bars after it, ordered by (ticker, ts); ticker Categorical, session_date datetime64."""
         ...
 
-    def history_sizes(self, tickers: Collection[str], last: dt.date) -> dict[str, int]:
-        """Stored bars per ticker up to session `last`: what a label run must hold in memory."""
+    def history_sizes(self, tickers: Collection[str], since: dt.date, last: dt.date) -> dict[str, int]:
+        """Stored bars per ticker in sessions `since`..`last`: what a label run must hold in memory."""
         ...
 
     def replace_labels(

@@ -22,9 +22,12 @@ class DuckDBLabelStore:
     def __init__(self, bars: DuckDBBarStore) -> None:
         self.bars = bars
 
-    def read_history(self, tickers: Collection[str], last: dt.date, halo_bars: int) -> pd.DataFrame:
-        """Every stored bar of `tickers` up to session `last`, plus each ticker's first `halo_bars`
-        bars after it, ordered by (ticker, ts): the whole volatility prefix and the forward halo.
+    def read_history(
+        self, tickers: Collection[str], since: dt.date, last: dt.date, halo_bars: int
+    ) -> pd.DataFrame:
+        """Every stored bar of `tickers` in sessions `since`..`last`, plus each ticker's first
+        `halo_bars` bars after it, ordered by (ticker, ts): the volatility warm-up, the run's bars and
+        the forward halo.
 
         No primary key on label tables: DuckDB's index makes replacing slices several times slower,
         and rows are unique on (ticker, ts) by construction (each write replaces whole slices)."""
@@ -37,7 +40,8 @@ class DuckDBLabelStore:
             "list_position($tickers, ticker)::INTEGER - 1 AS code, ts, session_date, open, high, low, close"
         )
         sql = (
-            f"SELECT {columns} FROM bars WHERE list_contains($tickers, ticker) AND session_date <= $last "
+            f"SELECT {columns} FROM bars WHERE list_contains($tickers, ticker) "
+            "AND session_date BETWEEN $since AND $last "
             f"UNION ALL SELECT {columns} FROM (SELECT *, row_number() OVER (PARTITION BY ticker ORDER BY ts) "
             "AS rn FROM bars WHERE list_contains($tickers, ticker) AND session_date > $last) "
             "WHERE rn <= $halo ORDER BY code, ts"
@@ -45,23 +49,23 @@ class DuckDBLabelStore:
         with self.bars.connect(read_only=True) as con:
             if not table_exists(con, "bars"):
                 return empty
-            frame = con.execute(sql, {"tickers": names, "last": last, "halo": halo_bars}).df()
+            frame = con.execute(sql, {"tickers": names, "since": since, "last": last, "halo": halo_bars}).df()
         ticker = pd.Categorical.from_codes(frame.pop("code").to_numpy(), categories=pd.Index(names))
         frame.insert(0, "ticker", pd.Series(ticker))
         return frame  # session_date stays datetime64: millions of date objects would cost seconds
 
-    def history_sizes(self, tickers: Collection[str], last: dt.date) -> dict[str, int]:
-        """Stored bars per ticker up to session `last`: what a label run must hold in memory."""
+    def history_sizes(self, tickers: Collection[str], since: dt.date, last: dt.date) -> dict[str, int]:
+        """Stored bars per ticker in sessions `since`..`last`: what a label run must hold in memory."""
         if not self.bars.path.exists():
             return {}
         sql = (
             "SELECT ticker, count(*) FROM bars WHERE list_contains($tickers, ticker) "
-            "AND session_date <= $last GROUP BY ticker"
+            "AND session_date BETWEEN $since AND $last GROUP BY ticker"
         )
         with self.bars.connect(read_only=True) as con:
             if not table_exists(con, "bars"):
                 return {}
-            rows = con.execute(sql, {"tickers": sorted(tickers), "last": last}).fetchall()
+            rows = con.execute(sql, {"tickers": sorted(tickers), "since": since, "last": last}).fetchall()
         return {str(ticker): int(n) for ticker, n in rows}
 
     def replace_labels(

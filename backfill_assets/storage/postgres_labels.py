@@ -28,7 +28,9 @@ class PostgresLabelStore:
     def __init__(self, bars: PostgresStore) -> None:
         self.bars = bars
 
-    def read_history(self, tickers: Collection[str], last: dt.date, halo_bars: int) -> pd.DataFrame:
+    def read_history(
+        self, tickers: Collection[str], since: dt.date, last: dt.date, halo_bars: int
+    ) -> pd.DataFrame:
         names = sorted(tickers)
         empty = pd.DataFrame(columns=["ticker", *list(HISTORY_TYPES)[1:]])
         # The ts bounds (a day around `last`, any time zone) keep both halves on the primary key's index.
@@ -37,7 +39,8 @@ class PostgresLabelStore:
             WITH w AS (SELECT t, ord FROM unnest(%(tickers)s::text[]) WITH ORDINALITY AS u(t, ord)),
             hist AS (
                 SELECT {columns} FROM w JOIN bars b ON b.ticker = w.t
-                WHERE b.session_date <= %(last)s::date AND b.ts < %(last)s::date + 2
+                WHERE b.session_date BETWEEN %(since)s::date AND %(last)s::date
+                  AND b.ts >= %(since)s::date - 1 AND b.ts < %(last)s::date + 2
                 UNION ALL
                 SELECT {columns} FROM w CROSS JOIN LATERAL (
                     SELECT * FROM bars x WHERE x.ticker = w.t AND x.ts >= %(last)s::date
@@ -48,21 +51,21 @@ class PostgresLabelStore:
         with self.bars.reader() as reader:
             if not reader.table_exists("bars"):
                 return empty
-            params = {"tickers": names, "last": last, "halo": int(halo_bars)}
+            params = {"tickers": names, "since": since, "last": last, "halo": int(halo_bars)}
             frame = copy_out(reader.conn, query, params, HISTORY_TYPES)
         ticker = pd.Categorical.from_codes(frame.pop("code").to_numpy(), categories=pd.Index(names))
         frame.insert(0, "ticker", pd.Series(ticker))
         return frame
 
-    def history_sizes(self, tickers: Collection[str], last: dt.date) -> dict[str, int]:
+    def history_sizes(self, tickers: Collection[str], since: dt.date, last: dt.date) -> dict[str, int]:
         query = (
-            "SELECT ticker, count(*) FROM bars WHERE ticker = ANY(%s::text[]) AND session_date <= %s "
-            "GROUP BY ticker"
+            "SELECT ticker, count(*) FROM bars WHERE ticker = ANY(%s::text[]) AND session_date BETWEEN %s "
+            "AND %s AND ts >= %s::date - 1 AND ts < %s::date + 2 GROUP BY ticker"
         )
         with self.bars.reader() as reader:
             if not reader.table_exists("bars"):
                 return {}
-            rows = reader.conn.execute(query, (sorted(tickers), last)).fetchall()
+            rows = reader.conn.execute(query, (sorted(tickers), since, last, since, last)).fetchall()
         return {str(ticker): int(n) for ticker, n in rows}
 
     def replace_labels(
