@@ -50,6 +50,9 @@ dev-postgres: install  ## the same, with the instance and the store on Postgres
 	$(BIN)/backfill-assets serve
 
 bench: install-dev  ## benchmark table (printed and written to benchmarks/results/)
+	$(BIN)/python benchmarks/bench_daemon_alpaca.py $(if $(filter full,$(BENCH_MODE)),--full,)
+	$(BIN)/python benchmarks/bench_partition_cost.py
+	$(BIN)/python benchmarks/bench_label_reads.py
 	$(BIN)/python benchmarks/bench_ingest.py
 	$(BIN)/python benchmarks/bench_alpaca.py --mode $(BENCH_MODE)
 	$(BIN)/python benchmarks/bench_labels.py

@@ -60,6 +60,22 @@ LOCATIONS = """
     name loadStatus locationOrLoadError { __typename ... on PythonError { message } }
 } } } }"""
 
+LAUNCH_RUN = """
+mutation($p: ExecutionParams!) {
+  launchRun(executionParams: $p) {
+    __typename
+    ... on LaunchRunSuccess { run { runId } }
+    ... on PythonError { message }
+    ... on InvalidSubsetError { message }
+    ... on RunConfigValidationInvalid { errors { message } }
+  }
+}"""
+
+RUN_STATUS = """
+query($id: ID!) {
+  runOrError(runId: $id) { __typename ... on Run { status } ... on PythonError { message } }
+}"""
+
 TERMINAL = {"COMPLETED", "COMPLETED_SUCCESS", "COMPLETED_FAILED", "FAILED", "CANCELED"}
 
 
@@ -178,6 +194,31 @@ def launch_backfill(
     if result["__typename"] != "LaunchBackfillSuccess":
         raise WebserverError(f"backfill not launched ({result['__typename']}): {result}")
     return str(result["backfillId"]), False
+
+
+def launch_run(url: str, assets: list[str], tags: dict[str, str], location: str = "backfill_assets") -> str:
+    """Queue one run of the asset job for `assets` with `tags` (e.g. a partition range), as a
+    schedule's RunRequest or the UI's Materialize does; the run's id."""
+    params = {
+        "selector": {
+            "repositoryLocationName": location,
+            "repositoryName": "__repository__",
+            "jobName": "__ASSET_JOB",
+            "assetSelection": [{"path": a.split("/")} for a in assets],
+        },
+        "executionMetadata": {"tags": [{"key": k, "value": v} for k, v in tags.items()]},
+    }
+    result = graphql(url, LAUNCH_RUN, {"p": params}, timeout=600)["launchRun"]
+    if result["__typename"] != "LaunchRunSuccess":
+        raise WebserverError(f"run not launched ({result['__typename']}): {result}")
+    return str(result["run"]["runId"])
+
+
+def run_status(url: str, run_id: str) -> str:
+    result = graphql(url, RUN_STATUS, {"id": run_id})["runOrError"]
+    if result["__typename"] != "Run":
+        raise WebserverError(f"run {run_id}: {result.get('message', result['__typename'])}")
+    return str(result["status"])
 
 
 def backfill_progress(url: str, backfill_id: str) -> BackfillProgress:

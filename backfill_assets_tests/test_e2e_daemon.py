@@ -76,6 +76,32 @@ class DagsterProcesses:
         self.started.append(proc)
         self.current[name] = proc
 
+    def peak_rss_mb(self) -> dict[str, float]:
+        """Peak RSS (VmHWM) of the webserver and the daemon, and the largest of each one's children
+        (code servers; run workers come and go)."""
+        children: dict[int, list[int]] = {}
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            with suppress(OSError, ValueError, IndexError):
+                fields = stat.read_text().rsplit(")", 1)[1].split()
+                children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+
+        def hwm(pid: int) -> float:
+            with suppress(OSError):
+                for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                    if line.startswith("VmHWM:"):
+                        return int(line.split()[1]) / 1024
+            return 0.0
+
+        def descendants(pid: int) -> list[int]:
+            found = children.get(pid, [])
+            return found + [d for c in found for d in descendants(c)]
+
+        peaks = {}
+        for name, proc in self.current.items():
+            peaks[name] = hwm(proc.pid)
+            peaks[f"{name}'s largest child"] = max((hwm(c) for c in descendants(proc.pid)), default=0.0)
+        return peaks
+
     def kill(self, name: str) -> None:
         """SIGKILL the process alone, as a crash would: its children (code server, runs) live on."""
         self.current[name].kill()

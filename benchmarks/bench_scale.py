@@ -1,15 +1,17 @@
-"""The partition space at scale: a bars asset of 400 tickers x 252 sessions (100,800 partitions).
+"""The partition space at scale: a bars asset of 1,000 tickers x 5 years (1,258 sessions, 1.26M partitions).
 
-A fresh DAGSTER_HOME (SQLite, the shipped dagster.yaml) whose partitions start 252 sessions before
-the last closed one, with 400 tickers registered. Timed:
-- listing every partition key (the MultiPartitionsDefinition against the instance);
+A fresh DAGSTER_HOME (SQLite, the shipped dagster.yaml) whose partitions start N sessions before
+the last closed one, with the tickers registered. Timed:
+- loading the definitions; listing every partition key (the MultiPartitionsDefinition against the
+  instance);
 - the query the UI's partitions page issues (PartitionHealthQuery, from dagster-webserver's own
-  bundle) over HTTP: with nothing materialized and with 40 tickers' year (10,080) materialized;
-- launching a backfill of every partition (`backfill-assets backfill`'s GraphQL call), and the time
-  until the daemon has created all its runs. The queue is held (max_concurrent_runs: 0) so only the
-  launch is timed (waiting at most --cap-s), then the backfill is cancelled. The label sensor is
-  stopped: labels would follow the recorded materializations with backfills of their own.
-Usage: python benchmarks/bench_scale.py [--tickers 400] [--sessions 252]
+  bundle) over HTTP: with nothing materialized and with a few tickers' history materialized;
+- `backfill-assets backfill` of every partition from a shell, as a user launches it, then the time
+  until the daemon has queued its first run and how many runs it queues per minute. The queue is
+  held (max_concurrent_runs: 0) so only submission is timed (waiting at most --cap-s), then the
+  backfill is cancelled. The label sensor is stopped: labels would follow with backfills of their own.
+- peak RSS of the webserver and the daemon (and their code servers).
+Usage: python benchmarks/bench_scale.py [--tickers 1000] [--sessions 1258]
 """
 
 import argparse
@@ -21,11 +23,10 @@ import time
 import dagster as dg
 
 # run as a script: benchmarks/ is on sys.path
-from dagster_procs import fresh_home, running_dagster, stop_sensor
+from dagster_procs import cli_backfill, fresh_home, running_dagster, stop_sensor
 from report import publish, timed
 
 from backfill_assets.calendar import get_calendar
-from backfill_assets.headless import launch, partition_ranges
 from backfill_assets.settings import PROJECT_ROOT, TICKER_PARTITIONS
 from backfill_assets.webserver import graphql
 
@@ -79,8 +80,9 @@ def materialize(instance: dg.DagsterInstance, tickers: list[str], sessions: list
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--tickers", type=int, default=400)
-    parser.add_argument("--sessions", type=int, default=252)
+    parser.add_argument("--tickers", type=int, default=1000)
+    parser.add_argument("--sessions", type=int, default=1258)
+    parser.add_argument("--materialized", type=int, default=4, help="tickers whose history is recorded")
     parser.add_argument("--cap-s", type=float, default=900, help="stop waiting for runs after this")
     args = parser.parse_args()
     shipped = (PROJECT_ROOT / "dagster.yaml").read_text()
@@ -91,13 +93,18 @@ def main() -> None:
     last = every.sessions_in(every.first_session, every.last_completed())[-2:]
     env["BACKFILL_START_DATE"] = every.sessions_in(every.first_session, last[0])[-args.sessions].isoformat()
     os.environ.update(env)  # the definitions below read the start date when imported
+    started = time.monotonic()
+    from backfill_assets.definitions import defs
     from backfill_assets.defs.partitions import bars_partitions, session_partitions
+
+    defs()
+    load_s = time.monotonic() - started
 
     sessions = [dt.date.fromisoformat(key) for key in session_partitions.get_partition_keys()]
 
     tickers = [f"T{i:03d}" for i in range(args.tickers)]
     partitions = len(tickers) * len(sessions)
-    rows: list[tuple[str, float]] = []
+    rows: list[tuple[str, float]] = [("load the definitions (import + Definitions)", load_s)]
     with dg.DagsterInstance.from_config(str(home)) as instance:
         rows.append(("register the tickers (dynamic partitions)",
                      timed(instance.add_dynamic_partitions, TICKER_PARTITIONS, tickers)[1]))  # fmt: skip
@@ -109,15 +116,16 @@ def main() -> None:
         with running_dagster(env) as dagster:
             url = dagster.url
             rows.append(("UI partitions page query, nothing materialized", page_load(url)))
-            done = tickers[:40]
+            done = tickers[: args.materialized]
             rows.append((f"record {len(done) * len(sessions):,} materializations (runless events)",
                          timed(materialize, instance, done, sessions)[1]))  # fmt: skip
             rows.append((f"UI partitions page query, {len(done) * len(sessions):,} materialized",
                          page_load(url)))  # fmt: skip
             started = time.monotonic()
-            ranges = partition_ranges(tickers, tickers, sessions[0], sessions[-1])
-            backfill_id, _ = launch(url, ["bars"], ranges, "scale", {}, timeout=600)
-            rows.append((f"launch a backfill of all {partitions:,} (GraphQL)", time.monotonic() - started))
+            backfill_id = cli_backfill(env, url, tickers, sessions, wait=False)
+            rows.append(
+                (f"`backfill-assets backfill` of all {partitions:,} partitions", time.monotonic() - started)
+            )
             expected = min(len(tickers), len(sessions))  # single_run: one run per smaller-dimension value
             filters = dg.RunsFilter(tags={"dagster/backfill": backfill_id})
             first = None
@@ -130,7 +138,11 @@ def main() -> None:
                 time.sleep(1)
             waited = time.monotonic() - started
             rows.append((f"... until it has queued {created} of the {expected} runs", waited))
+            per_minute = (created - 1) / max(waited - (first or 0.0), 1e-9) * 60 if created > 1 else 0.0
+            rows.append(("runs queued per minute after the first (count)", per_minute))
             graphql(url, CANCEL, {"id": backfill_id}, timeout=600)
+            rss = dagster.peak_rss_mb()
+    rows += [(f"peak RSS, {name} (MB, count)", mb) for name, mb in rss.items()]
     lines = [
         f"Partition space: bars over {len(tickers)} tickers x {len(sessions)} sessions = {partitions:,} "
         f"partitions, SQLite instance, {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC",

@@ -28,10 +28,13 @@ def fresh_home(yaml_text: str | None = None) -> tuple[Path, dict[str, str]]:
     return home, env
 
 
-def cli_backfill(env: dict[str, str], url: str, tickers: list[str], sessions: list[dt.date]) -> str:
-    """`backfill-assets backfill --assets bars ... --wait` against `url`; the backfill's id."""
+def cli_backfill(
+    env: dict[str, str], url: str, tickers: list[str], sessions: list[dt.date], wait: bool = True
+) -> str:
+    """`backfill-assets backfill --assets bars ... [--wait]` against `url`; the backfill's id."""
     command = [str(BIN / "backfill-assets"), "backfill", "--assets", "bars", "--tickers", ",".join(tickers),
-               "--start", str(sessions[0]), "--end", str(sessions[-1]), "--wait"]  # fmt: skip
+               "--start", str(sessions[0]), "--end", str(sessions[-1])]  # fmt: skip
+    command += ["--wait"] if wait else []
     out = subprocess.run(command, env={**env, "DAGSTER_WEBSERVER_URL": url}, check=True, capture_output=True)
     return out.stdout.decode().split("launched backfill ")[1].split(":")[0]
 

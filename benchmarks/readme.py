@@ -14,6 +14,25 @@ from report import RESULTS
 README = Path(__file__).resolve().parent.parent / "README.md"
 
 PERFORMANCE = [
+    ("End to end through Dagster against Alpaca's rate limit", "daemon_alpaca", "make bench",
+     "What a user gets: dagster-webserver + dagster-daemon on a fresh instance (the shipped dagster.yaml, "
+     "or dagster.postgres.yaml), `backfill-assets backfill --wait` from a shell, timed from the command's "
+     "start to COMPLETED_SUCCESS (registration, launch, the daemon's 30 s loop, run start-up, fetch, "
+     "write, checks, events), against the seed-style per-symbol script (`bench_alpaca.py`) on the same "
+     "local server: 20 requests per 6 s (Alpaca's 200/min, scaled), 10,000-bar pages. Share of limit: "
+     "bars/minute against 20 x 10,000 per 6 s. (a) is the daily update of 500 tickers; the physical "
+     "bound there is 20 requests against the script's 500."),
+    ("Dagster's cost per partition", "partition_cost", "make bench",
+     "One `bars` run (the project's asset job over a partition range, as `dagster asset materialize "
+     "--partition-range` and each backfill run execute it; bars and its checks) of N partitions along "
+     "each dimension, on the SQLite instance and the Postgres instance, synthetic provider, DuckDB. "
+     "Dagster ms / partition: (run wall from creation to success - the asset's own work) / N. Event "
+     "bytes / partition: every event of the run as stored, / N. Two events per partition are the floor "
+     "(its planned event and its materialization; see \"What Dagster costs per partition\")."),
+    ("Label backfills read their window, not the history", "label_reads", "make bench",
+     "One label set backfilled over bars already stored, in the two run shapes a single_run backfill "
+     "makes of the same work (one run per ticker, one run per session), each run the asset job over a "
+     "partition range; bars read per label row written from the runs' facts."),
     ("Ingest against Alpaca's rate limit", "alpaca_full", "make bench BENCH_MODE=full",
      "100 tickers x 250 sessions of 1-minute bars from the local Alpaca server enforcing 200 "
      "requests/minute and 10,000-bar pages, through alpaca-py, once by the bars asset's ingest (validated "
@@ -45,10 +64,12 @@ PERFORMANCE = [
      "no run was computing the asset (the daemon's 30 s backfill loop, the 2 s dequeue, run process "
      "start-up and the asset checks); the label sensor is stopped so the queue holds only this backfill. "
      "Peak RSS per run against the memory budget at 1x and 10x the partitions per run."),
-    ("Partition space at 100k", "scale", "make bench",
-     "400 tickers x 252 sessions on a SQLite instance: listing keys, the GraphQL query the UI's partitions "
-     "page issues (copied from dagster-webserver's bundle), and launching a backfill of everything (runs "
-     "held in the queue, so only the launch is timed; the wait for the daemon's runs stops at 15 minutes)."),
+    ("Partition space: 1,000 tickers x 5 years", "scale", "make bench",
+     "1,000 tickers x 1,258 sessions (1.26M partitions) on a SQLite instance: loading the definitions, "
+     "listing keys, the GraphQL query the UI's partitions page issues (copied from dagster-webserver's "
+     "bundle), `backfill-assets backfill` of everything from a shell, and the daemon submitting its runs "
+     "(held in the queue, so only submission is timed; the wait stops at 15 minutes, then the backfill "
+     "is cancelled); peak RSS of the webserver and the daemon."),
     ("The UI in a real browser", "ui_check", "make ui-check",
      "Headless Chromium (Debian's package) renders the bars partitions page and the backfills page after "
      "a real backfill; the check fails unless the partition matrix shows the materialized partitions "

@@ -1,5 +1,6 @@
 """The `bars` asset: OHLCV per (session, ticker) partition, fetched in bulk, replaced atomically."""
 
+import time
 from typing import Any
 
 import dagster as dg
@@ -118,12 +119,14 @@ def bars(
             "stored empty, see `unlisted_partitions`"
         )
     memory = {"memory_budget_mb": bar_store.memory_budget_mb, "peak_rss_mb": round(peak_rss_mb(), 1)}
-    record_run_facts(
-        context, _run_facts(report, store.describe(), bar_provider) | {"chunks": chunks} | memory
-    )
+    facts = _run_facts(report, store.describe(), bar_provider) | {"chunks": chunks} | memory
     if not report.failed:
+        started = time.monotonic()
+        checks = bar_checks(bar_store, report.rows.keys())
+        record_run_facts(context, facts | {"checks_s": round(time.monotonic() - started, 3)})
         add_partition_facts(context, _partition_facts(report))
-        return dg.MaterializeResult(check_results=bar_checks(bar_store, report.rows.keys()))
+        return dg.MaterializeResult(check_results=checks)
+    record_run_facts(context, facts)
     log_partition_materializations(context, _partition_facts(report))
     reasons = sorted(set(report.failed.values()))
     raise dg.Failure(

@@ -6,6 +6,7 @@ later session land, the earlier label partitions whose rows were pending are req
 automation condition below (Dagster's automation sensor evaluates it).
 """
 
+import time
 from typing import Any
 
 import dagster as dg
@@ -107,14 +108,16 @@ def label_asset(label_set: LabelSet) -> dg.AssetsDefinition:
             f"{report.read_bars} bars in {len(reports)} chunk(s), {report.pending} pending, "
             f"{report.duration_s:.2f} s"
         )
+        started = time.monotonic()
+        checks = label_checks(label_set, bar_store, report.rows.keys())
         record_run_facts(
             context,
             _run_facts(report, label_set)
             | {"chunks": len(reports), "memory_budget_mb": bar_store.memory_budget_mb,
-               "peak_rss_mb": round(peak_rss_mb(), 1)},
+               "peak_rss_mb": round(peak_rss_mb(), 1), "checks_s": round(time.monotonic() - started, 3)},
         )  # fmt: skip
         add_partition_facts(context, {key: {"dagster/row_count": n} for key, n in report.rows.items()})
-        return dg.MaterializeResult(check_results=label_checks(label_set, bar_store, report.rows.keys()))
+        return dg.MaterializeResult(check_results=checks)
 
     return _labels
 
