@@ -82,6 +82,8 @@ def _backfill(args: argparse.Namespace) -> int:
         print(f"registered {len(new)} new ticker(s): {', '.join(new)}")
     title = args.title or f"{','.join(assets)}: {len(tickers)} tickers x {len(sessions)} sessions"
     ranges = headless.partition_ranges(tickers, registered, sessions[0], sessions[-1])
+    if args.as_run:
+        return _one_run(args, assets, ranges, tags)
     backfill_id, running = headless.launch(args.url, assets, ranges, title, tags, args.timeout)
     partitions = f"{len(set(tickers)) * len(sessions)} partitions per asset"
     if running:
@@ -92,6 +94,28 @@ def _backfill(args: argparse.Namespace) -> int:
     if not args.wait:
         return 0
     return 0 if headless.follow(args.url, backfill_id, wait=True).status == "COMPLETED_SUCCESS" else 1
+
+
+def _one_run(
+    args: argparse.Namespace, assets: list[str], ranges: list[tuple[str, str]], tags: dict[str, str]
+) -> int:
+    """The selection as one queued run (what a schedule's RunRequest is): no backfill-daemon loop."""
+    from backfill_assets import headless
+    from backfill_assets.webserver import launch_run
+
+    if len(ranges) != 1:
+        raise SettingsError(
+            f"--as-run needs tickers registered one after another (one range); these make {len(ranges)}"
+        )
+    start, end = ranges[0]
+    range_tags = {"dagster/asset_partition_range_start": start, "dagster/asset_partition_range_end": end}
+    run_id, running = launch_run(args.url, assets, {**tags, **range_tags})
+    what = "run of this launch is already queued or running:" if running else "launched run"
+    print(f"{what} {run_id}: {start}..{end}")
+    print(f"{args.url}/runs/{run_id}")
+    if not args.wait:
+        return 0
+    return 0 if headless.follow_run(args.url, run_id) == "SUCCESS" else 1
 
 
 def _status(args: argparse.Namespace) -> int:
@@ -169,6 +193,12 @@ def build_parser() -> argparse.ArgumentParser:
     backfill.add_argument("--tag", action="append", default=[], help="run tag key=value (repeatable)")
     backfill.add_argument("--title", help="backfill title shown in the UI")
     backfill.add_argument("--wait", action="store_true", help="follow it until it ends")
+    backfill.add_argument(
+        "--as-run",
+        action="store_true",
+        help="one queued run instead of a backfill (a box of consecutively registered tickers x "
+        "sessions; no backfill-daemon loop, as the after-close schedule runs)",
+    )
     backfill.add_argument(
         "--timeout",
         type=float,

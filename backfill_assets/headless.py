@@ -12,7 +12,7 @@ from collections.abc import Sequence
 
 from backfill_assets.calendar import TradingCalendar
 from backfill_assets.settings import TICKER_PARTITIONS, SettingsError
-from backfill_assets.webserver import BackfillProgress, backfill_progress, launch_backfill
+from backfill_assets.webserver import BackfillProgress, backfill_progress, launch_backfill, run_status
 
 
 def session_range(calendar: TradingCalendar, start: str, end: str | None) -> list[dt.date]:
@@ -107,6 +107,19 @@ def follow(url: str, backfill_id: str, wait: bool, poll_s: float = 2.0) -> Backf
             if tty:
                 print()
             return progress
+        time.sleep(poll_s)
+
+
+def follow_run(url: str, run_id: str, poll_s: float = 1.0) -> str:
+    """Print a queued run's status on each change until it ends; the final status."""
+    last = ""
+    while True:
+        status = run_status(url, run_id)
+        if status != last:
+            print(f"run {run_id}: {status}", flush=True)
+            last = status
+        if status in ("SUCCESS", "FAILURE", "CANCELED"):
+            return status
         time.sleep(poll_s)
 
 

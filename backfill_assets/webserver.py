@@ -71,6 +71,13 @@ mutation($p: ExecutionParams!) {
   }
 }"""
 
+ACTIVE_RUNS = """
+query($tags: [ExecutionTag!]) {
+  runsOrError(filter: {tags: $tags, statuses: [QUEUED, NOT_STARTED, STARTING, STARTED]}, limit: 1) {
+    __typename ... on Runs { results { runId } } ... on PythonError { message }
+  }
+}"""
+
 RUN_STATUS = """
 query($id: ID!) {
   runOrError(runId: $id) { __typename ... on Run { status } ... on PythonError { message } }
@@ -196,9 +203,17 @@ def launch_backfill(
     return str(result["backfillId"]), False
 
 
-def launch_run(url: str, assets: list[str], tags: dict[str, str], location: str = "backfill_assets") -> str:
+def launch_run(
+    url: str, assets: list[str], tags: dict[str, str], location: str = "backfill_assets"
+) -> tuple[str, bool]:
     """Queue one run of the asset job for `assets` with `tags` (e.g. a partition range), as a
-    schedule's RunRequest or the UI's Materialize does; the run's id."""
+    schedule's RunRequest or the UI's Materialize does; the run's id, and whether the same launch
+    (same key tag) was already queued or running."""
+    key = launch_key({"assets": assets, "tags": sorted(tags.items())})
+    tags = {**tags, LAUNCH_KEY: key}
+    active = graphql(url, ACTIVE_RUNS, {"tags": [{"key": LAUNCH_KEY, "value": key}]})["runsOrError"]
+    if active.get("results"):
+        return str(active["results"][0]["runId"]), True
     params = {
         "selector": {
             "repositoryLocationName": location,
@@ -211,7 +226,7 @@ def launch_run(url: str, assets: list[str], tags: dict[str, str], location: str 
     result = graphql(url, LAUNCH_RUN, {"p": params}, timeout=600)["launchRun"]
     if result["__typename"] != "LaunchRunSuccess":
         raise WebserverError(f"run not launched ({result['__typename']}): {result}")
-    return str(result["run"]["runId"])
+    return str(result["run"]["runId"]), False
 
 
 def run_status(url: str, run_id: str) -> str:

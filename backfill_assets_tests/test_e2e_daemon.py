@@ -9,6 +9,7 @@ from contextlib import contextmanager, suppress
 from pathlib import Path
 
 import dagster as dg
+import pandas as pd
 import pytest
 import yaml
 
@@ -188,3 +189,11 @@ def test_cli_backfill_runs_through_the_daemon_within_limits(
     lines = gaps.stdout.splitlines()
     assert lines[0] == "bars: 12 missing (ticker, session) pair(s) in 2024-02-28..2024-03-21"
     assert lines[1:3] == ["  AAPL 2024-02-28", "  AAPL 2024-02-29"]
+
+    # One session across the tickers as one queued run (the schedule's shape): no backfill, same rows
+    before = DuckDBBarStore(db_path).read_bars().drop(columns="fetched_at")
+    one = run([*command, "--start", str(LAST), "--as-run", "--wait"], env)
+    assert one.returncode == 0, one.stdout + one.stderr
+    assert "launched run" in one.stdout and one.stdout.splitlines()[-1].endswith(": SUCCESS")
+    after = DuckDBBarStore(db_path).read_bars().drop(columns="fetched_at")
+    pd.testing.assert_frame_equal(before, after)

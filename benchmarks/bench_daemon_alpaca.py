@@ -14,55 +14,40 @@ import argparse
 import datetime as dt
 import math
 import os
-import secrets
+import subprocess
 import time
 import warnings
-from urllib.parse import urlsplit
 
-import dagster as dg
 from bench_alpaca import KEY, PAGE, SECRET, measure, seed_script
-from dagster_procs import cli_backfill, fresh_home, running_dagster, stop_sensor
+from dagster_procs import BIN, cli_backfill, fresh_home, fresh_pg_database, running_dagster, stop_sensor
 from report import publish
 
 from backfill_assets.calendar import get_calendar
 from backfill_assets.settings import PROJECT_ROOT
-from backfill_assets.webserver import launch_run, run_status
 from backfill_assets_tests.servers.alpaca import AlpacaServerConfig, running_alpaca
 
 WINDOW_S, LIMIT = 6.0, 20
-RANGE = ("dagster/asset_partition_range_start", "dagster/asset_partition_range_end")
 SCENARIOS = {"a": (500, 1), "b": (100, 5), "c": (100, 250)}
 
 
-def fresh_pg(server: str) -> str:
-    import psycopg
-
-    name = f"bench_daemon_{secrets.token_hex(3)}"
-    with psycopg.connect(server, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    return urlsplit(server)._replace(path=f"/{name}").geturl()
-
-
-def schedule_run(url: str, tickers: list[str], day: dt.date) -> None:
-    """The after-close schedule's RunRequest for `day` (one run, every ticker), queued the way the
-    schedule daemon queues it, followed until the run ends."""
-    tags = {RANGE[0]: f"{day}|{tickers[0]}", RANGE[1]: f"{day}|{tickers[-1]}", "provider": "alpaca"}
-    run_id = launch_run(url, ["bars"], tags)
-    while (status := run_status(url, run_id)) not in ("SUCCESS", "FAILURE", "CANCELED"):
-        time.sleep(0.5)
-    assert status == "SUCCESS", status
+def one_run(env: dict[str, str], url: str, tickers: list[str], day: dt.date) -> None:
+    """`backfill-assets backfill --as-run --wait`: the session for every ticker as one queued run,
+    the shape of the after-close schedule's RunRequest, followed until it ends."""
+    command = [str(BIN / "backfill-assets"), "backfill", "--assets", "bars", "--tickers", ",".join(tickers),
+               "--start", str(day), "--as-run", "--wait"]  # fmt: skip
+    subprocess.run(command, env={**env, "DAGSTER_WEBSERVER_URL": url}, check=True, capture_output=True)
 
 
 def ours(
     instance: str, tickers: list[str], days: list[dt.date], pg_server: str | None, as_run: bool = False
 ) -> tuple[float, int, int]:
-    """Wall seconds from the launch to success (the CLI's start to COMPLETED_SUCCESS, or the queued
-    run's creation to SUCCESS), the server's requests and 429s."""
+    """Wall seconds from the CLI's start to success (the backfill's COMPLETED_SUCCESS, or with
+    `as_run` the queued run's SUCCESS), the server's requests and 429s."""
     shipped = "dagster.postgres.yaml" if instance == "postgres" else "dagster.yaml"
     home, env = fresh_home((PROJECT_ROOT / shipped).read_text())
     if instance == "postgres":
         assert pg_server, "--postgres URL is needed for the Postgres instance"
-        env["DAGSTER_PG_URL"] = fresh_pg(pg_server)
+        env["DAGSTER_PG_URL"] = fresh_pg_database(pg_server, "bench_daemon")
     config = AlpacaServerConfig(api_key=KEY, secret_key=SECRET, rate_limit=LIMIT, rate_window_s=WINDOW_S,
                                 max_page_size=PAGE, latency_s=0.05)  # fmt: skip
     with running_alpaca(config) as server:
@@ -73,12 +58,9 @@ def ours(
         # Labels follow in runs of their own; kept out so the queue holds only this backfill.
         stop_sensor(env, "label_recompute_sensor")
         with running_dagster(env) as dagster:
-            if as_run:  # the CLI registers tickers for a backfill; a schedule finds them registered
-                with dg.DagsterInstance.from_config(env["DAGSTER_HOME"]) as dagster_instance:
-                    dagster_instance.add_dynamic_partitions("tickers", tickers)
             started = time.monotonic()
             if as_run:
-                schedule_run(dagster.url, tickers, days[0])
+                one_run(env, dagster.url, tickers, days[0])
             else:
                 cli_backfill(env, dagster.url, tickers, days)
             wall = time.monotonic() - started
@@ -90,6 +72,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--full", action="store_true", help="add (c) 100 tickers x 250 sessions")
     parser.add_argument("--postgres", default=os.environ.get("BACKFILL_TEST_POSTGRES_URL"))
+    parser.add_argument("--only", help="comma-separated scenarios, e.g. a,b (default: a,b; c with --full)")
     args = parser.parse_args()
     instances = ["sqlite", "postgres"] if args.postgres else ["sqlite"]
     calendar = get_calendar("XNYS", dt.date(2024, 1, 2))
@@ -102,7 +85,8 @@ def main() -> None:
         "| scenario | path | wall s | requests | lower bound | 429s | share of limit | ours / script |",
         "|---|---|---:|---:|---:|---:|---:|---:|",
     ]
-    for name in ["a", "b", "c"] if args.full else ["a", "b"]:
+    names = args.only.split(",") if args.only else (["a", "b", "c"] if args.full else ["a", "b"])
+    for name in names:
         n_tickers, n_sessions = SCENARIOS[name]
         tickers = [f"T{i:03d}" for i in range(n_tickers)]
         days = list(calendar.sessions[:n_sessions])
@@ -119,7 +103,7 @@ def main() -> None:
         paths = [(i, False) for i in instances] + ([(i, True) for i in instances] if n_sessions == 1 else [])
         for instance, as_run in paths:
             wall, requests, throttled = ours(instance, tickers, days, args.postgres, as_run)
-            how = "the after-close schedule's run" if as_run else "`backfill-assets backfill`"
+            how = "`backfill-assets backfill --as-run`" if as_run else "`backfill-assets backfill`"
             bound = math.ceil(bars / PAGE)
             lines.append(
                 f"| {label} | Dagster, {how}, {instance} instance | {wall:.1f} | {requests} | {bound} "

@@ -14,7 +14,7 @@ sys.path.insert(0, str(PROJECT_ROOT))  # the process helpers live with the tests
 from backfill_assets_tests.test_e2e_daemon import running_dagster  # noqa: E402
 
 BIN = Path(sys.executable).parent
-__all__ = ["BIN", "cli_backfill", "fresh_home", "running_dagster", "stop_sensor"]
+__all__ = ["BIN", "cli_backfill", "fresh_home", "fresh_pg_database", "running_dagster", "stop_sensor"]
 
 
 def fresh_home(yaml_text: str | None = None) -> tuple[Path, dict[str, str]]:
@@ -26,6 +26,19 @@ def fresh_home(yaml_text: str | None = None) -> tuple[Path, dict[str, str]]:
     env = {**os.environ, "DAGSTER_HOME": str(home),
            "BACKFILL_DUCKDB_PATH": str(home / "market.duckdb"), "BACKFILL_FRESHNESS": "off"}  # fmt: skip
     return home, env
+
+
+def fresh_pg_database(server: str, prefix: str) -> str:
+    """URL of a new database on the Postgres `server` (left for inspection: it is a benchmark's)."""
+    import secrets
+    from urllib.parse import urlsplit
+
+    import psycopg
+
+    name = f"{prefix}_{secrets.token_hex(3)}"
+    with psycopg.connect(server, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    return urlsplit(server)._replace(path=f"/{name}").geturl()
 
 
 def cli_backfill(

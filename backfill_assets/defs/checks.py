@@ -111,25 +111,24 @@ def bar_checks(bar_store: BarStoreResource, slices: Collection[Slice] | None) ->
         if dups is None
         else _violations(name, dups, "(ticker, ts) uniqueness", {"enforced_by_constraint": False})
     )
+
+    def coverage_result(
+        name: str, severity: dg.AssetCheckSeverity, kind: str, worst: str
+    ) -> dg.AssetCheckResult:
+        frame = coverage.worst_short if kind == "short" else coverage.worst_excess
+        keys = ("short_sessions", "missing_bars") if kind == "short" else ("excess_sessions", "excess_bars")
+        return dg.AssetCheckResult(
+            check_name=name,
+            passed=counts[keys[0]] == 0,
+            severity=severity,
+            metadata=common | {k: counts[k] for k in keys} | {worst: _table(frame)},
+        )
+
     return [
         _violations("ohlc_consistency", rules, "the OHLC rules"),
         unique,
-        dg.AssetCheckResult(
-            check_name="session_shortfall",
-            passed=counts["short_sessions"] == 0,
-            severity=WARN,
-            metadata=common
-            | {k: counts[k] for k in ("short_sessions", "missing_bars")}
-            | {"worst_shortfalls": _table(coverage.worst_short)},
-        ),
-        dg.AssetCheckResult(
-            check_name="session_excess",
-            passed=counts["excess_sessions"] == 0,
-            severity=ERROR,
-            metadata=common
-            | {k: counts[k] for k in ("excess_sessions", "excess_bars")}
-            | {"worst_excess": _table(coverage.worst_excess)},
-        ),
+        coverage_result("session_shortfall", WARN, "short", "worst_shortfalls"),
+        coverage_result("session_excess", ERROR, "excess", "worst_excess"),
     ]
 
 
