@@ -125,6 +125,10 @@ class DagsterProcesses:
 def running_dagster(env: dict[str, str]) -> Iterator[DagsterProcesses]:
     """Webserver and daemon for `env`, stopped (with every process they started) on exit."""
     dagster = DagsterProcesses(env)
+    # Create the instance's storage once, first: a webserver and a daemon starting together on a fresh
+    # SQLite home can both stamp its schema (alembic then finds two heads and the location fails).
+    subprocess.run([str(BIN / "dagster"), "instance", "info"], env=env, cwd=PROJECT_ROOT, check=True,
+                   capture_output=True)  # fmt: skip
     try:
         dagster.start("webserver")
         dagster.start("daemon")
