@@ -87,7 +87,9 @@ def test_daemon_backfill_with_instance_and_store_on_postgres(
         ]
         spans = [(r.start_time, r.end_time) for r in runs if r.start_time and r.end_time]
     assert len(spans) == len(runs) == len(TICKERS)  # one run per ticker, each its own process
-    assert max_overlap(spans) == RUNS_AT_ONCE  # four run workers wrote to Postgres at once
+    # Several run workers wrote to Postgres at once, never more than the limits allow (how many
+    # overlap depends on how fast the queue launches them against how long each run takes)
+    assert 2 <= max_overlap(spans) <= RUNS_AT_ONCE
     with psycopg.connect(instance_url) as conn:  # the shared API budget lives in the instance's database
         tables = {r[0] for r in conn.execute("SELECT tablename FROM pg_tables WHERE schemaname = 'public'")}
     assert {"runs", "event_logs"} <= tables and any("budget" in t or "rate" in t for t in tables), tables
