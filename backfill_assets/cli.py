@@ -203,7 +203,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--timeout",
         type=float,
         default=600,
-        help="seconds to wait for the webserver to take it (default 600)",
+        help="seconds to wait for the webserver's answer (default 600); on a timeout, as long again "
+        "looking for the backfill by its launch key",
     )
     backfill.set_defaults(func=_backfill)
     status = commands.add_parser("status", help="progress of a backfill, with a progress bar until done")

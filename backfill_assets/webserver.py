@@ -175,6 +175,8 @@ def launch_backfill(
     Ranges, not keys: a year of 1,000 tickers is one range, not 252,000 names for the webserver to
     parse. A launch carries a key tag derived from its parameters, so a retried launch (after a
     timeout, a lost answer or a second command) finds the running backfill instead of adding one.
+    `timeout` bounds the wait for the answer; a busy webserver gets as long again to show the
+    backfill it may still be creating.
     """
     partitions = {"ranges": [{"start": a, "end": b} for a, b in ranges]}
     params: dict[str, Any] = {
@@ -188,12 +190,12 @@ def launch_backfill(
     params["tags"].append({"key": LAUNCH_KEY, "value": key})
     if (running := running_backfill(url, key)) is not None:
         return running, True
-    deadline = time.monotonic() + timeout
     try:
         result = graphql(url, LAUNCH, {"p": params}, timeout=timeout)["launchPartitionBackfill"]
     except WebserverBusy:
         # The webserver may still be creating it: look for it rather than launch a second one.
-        while time.monotonic() < deadline + timeout:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
             if (running := running_backfill(url, key)) is not None:
                 return running, False
             time.sleep(5)

@@ -136,3 +136,29 @@ def test_a_partitions_event_carries_its_own_facts_and_costs_the_same_at_any_run_
         per_partition[n] = run_event_bytes(instance, result.run_id) / n
     # the fixed part of a run (start, checks, run facts) spreads thinner over 60 partitions
     assert per_partition[60] <= per_partition[6]
+
+
+@pytest.mark.parametrize("per_run", [False, True])
+def test_planned_events_per_partition_by_default_and_per_run_with_dagsters_switch(
+    instance: dg.DagsterInstance, resources: dict, monkeypatch: pytest.MonkeyPatch, per_run: bool
+) -> None:
+    """The opt-in that halves a partition's events (README, "What Dagster costs per partition"): with
+    DAGSTER_EMIT_PARTITION_SUBSET_IN_PLANNED_EVENTS a ranged run plans its partitions in one event;
+    every partition still gets its own materialization."""
+    monkeypatch.setenv("DAGSTER_EMIT_PARTITION_SUBSET_IN_PLANNED_EVENTS", "true" if per_run else "")
+    tickers = [f"T{i:03d}" for i in range(6)]
+    instance.add_dynamic_partitions("tickers", tickers)
+    tags = {RANGE_START: f"2024-03-04|{tickers[0]}", RANGE_END: f"2024-03-05|{tickers[-1]}"}
+    result = materialize(instance, resources, tags=tags)
+    assert result.success
+    planned = [
+        r.event_log_entry.dagster_event
+        for r in instance.get_records_for_run(result.run_id, limit=10_000).records
+        if r.event_log_entry.dagster_event
+        and r.event_log_entry.dagster_event.event_type == dg.DagsterEventType.ASSET_MATERIALIZATION_PLANNED
+    ]
+    assert len(planned) == (1 if per_run else 12)
+    if per_run:
+        subset = planned[0].partitions_subset
+        assert subset is not None and len(subset.get_partition_keys()) == 12
+    assert len(result.asset_materializations_for_node("bars")) == 12

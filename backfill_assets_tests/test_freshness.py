@@ -182,11 +182,16 @@ def test_sensor_backs_off_then_gives_up(
     )
 
 
+@pytest.mark.parametrize("planned_per_run", [False, True])
 def test_sensor_leaves_partitions_in_progress_alone(
-    instance: dg.DagsterInstance, db_path: Path, monkeypatch: pytest.MonkeyPatch
+    instance: dg.DagsterInstance, db_path: Path, monkeypatch: pytest.MonkeyPatch, planned_per_run: bool
 ) -> None:
+    """Also with one planned event per run, where Dagster shows the run's partitions as missing."""
     monkeypatch.setenv("BACKFILL_GAP_WINDOW_SESSIONS", "1")
+    monkeypatch.setenv("DAGSTER_EMIT_PARTITION_SUBSET_IN_PLANNED_EVENTS", "true" if planned_per_run else "")
     create_run(instance, db_path, {RANGE_START: "2024-07-09|AAPL", RANGE_END: "2024-07-09|MSFT"})
+    in_progress = [s for s in statuses(instance, ["2024-07-09"]).values() if s == "IN_PROGRESS"]
+    assert len(in_progress) == (0 if planned_per_run else 2)
     assert ranges(tick(instance, NOW)) == [("2024-07-09|NVDA", "2024-07-09|NVDA")]
 
 

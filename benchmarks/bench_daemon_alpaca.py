@@ -27,24 +27,34 @@ from backfill_assets.settings import PROJECT_ROOT
 from backfill_assets_tests.servers.alpaca import AlpacaServerConfig, running_alpaca
 
 WINDOW_S, LIMIT = 6.0, 20
+PLANNED_SUBSET = "DAGSTER_EMIT_PARTITION_SUBSET_IN_PLANNED_EVENTS"  # Dagster's: one planned event per run
 SCENARIOS = {"a": (500, 1), "b": (100, 5), "c": (100, 250)}
 
 
-def one_run(env: dict[str, str], url: str, tickers: list[str], day: dt.date) -> None:
-    """`backfill-assets backfill --as-run --wait`: the session for every ticker as one queued run,
+def one_run(env: dict[str, str], url: str, tickers: list[str], days: list[dt.date]) -> None:
+    """`backfill-assets backfill --as-run --wait`: the sessions for every ticker as one queued run,
     the shape of the after-close schedule's RunRequest, followed until it ends."""
     command = [str(BIN / "backfill-assets"), "backfill", "--assets", "bars", "--tickers", ",".join(tickers),
-               "--start", str(day), "--as-run", "--wait"]  # fmt: skip
+               "--start", str(days[0]), "--end", str(days[-1]), "--as-run", "--wait"]  # fmt: skip
     subprocess.run(command, env={**env, "DAGSTER_WEBSERVER_URL": url}, check=True, capture_output=True)
 
 
 def ours(
-    instance: str, tickers: list[str], days: list[dt.date], pg_server: str | None, as_run: bool = False
+    instance: str,
+    tickers: list[str],
+    days: list[dt.date],
+    pg_server: str | None,
+    as_run: bool = False,
+    planned_per_run: bool = False,
 ) -> tuple[float, int, int]:
     """Wall seconds from the CLI's start to success (the backfill's COMPLETED_SUCCESS, or with
-    `as_run` the queued run's SUCCESS), the server's requests and 429s."""
+    `as_run` the queued run's SUCCESS), the server's requests and 429s. `planned_per_run` starts
+    webserver and daemon with Dagster's switch for one planned event per run."""
     shipped = "dagster.postgres.yaml" if instance == "postgres" else "dagster.yaml"
     home, env = fresh_home((PROJECT_ROOT / shipped).read_text())
+    env.pop(PLANNED_SUBSET, None)
+    if planned_per_run:
+        env[PLANNED_SUBSET] = "true"
     if instance == "postgres":
         assert pg_server, "--postgres URL is needed for the Postgres instance"
         env["DAGSTER_PG_URL"] = fresh_pg_database(pg_server, "bench_daemon")
@@ -60,7 +70,7 @@ def ours(
         with running_dagster(env) as dagster:
             started = time.monotonic()
             if as_run:
-                one_run(env, dagster.url, tickers, days[0])
+                one_run(env, dagster.url, tickers, days)
             else:
                 cli_backfill(env, dagster.url, tickers, days)
             wall = time.monotonic() - started
@@ -100,10 +110,11 @@ def main() -> None:
             f"| {script_429} | {rows / script_s * 60 / physical:.0%} | 1.0 |"
         )
         print(lines[-1], flush=True)
-        paths = [(i, False) for i in instances] + ([(i, True) for i in instances] if n_sessions == 1 else [])
-        for instance, as_run in paths:
-            wall, requests, throttled = ours(instance, tickers, days, args.postgres, as_run)
+        paths = [(i, a, p) for a, p in ((False, False), (True, False), (True, True)) for i in instances]
+        for instance, as_run, per_run in paths:
+            wall, requests, throttled = ours(instance, tickers, days, args.postgres, as_run, per_run)
             how = "`backfill-assets backfill --as-run`" if as_run else "`backfill-assets backfill`"
+            how += ", planned events per run" if per_run else ""
             bound = math.ceil(bars / PAGE)
             lines.append(
                 f"| {label} | Dagster, {how}, {instance} instance | {wall:.1f} | {requests} | {bound} "

@@ -21,14 +21,22 @@ PERFORMANCE = [
      "write, checks, events), against the seed-style per-symbol script (`bench_alpaca.py`) on the same "
      "local server: 20 requests per 6 s (Alpaca's 200/min, scaled), 10,000-bar pages. Share of limit: "
      "bars/minute against 20 x 10,000 per 6 s. (a) is the daily update of 500 tickers; the physical "
-     "bound there is 20 requests against the script's 500."),
+     "bound there is 20 requests against the script's 500. Paths: a daemon backfill; `--as-run`, the "
+     "selection as one queued run (the after-close schedule's shape); and `--as-run` with webserver and "
+     "daemon started with `DAGSTER_EMIT_PARTITION_SUBSET_IN_PLANNED_EVENTS=true` (one planned event per "
+     "run; see \"Opt-in: one planned event per run\")."),
     ("Dagster's cost per partition", "partition_cost", "make bench",
      "One `bars` run (the project's asset job over a partition range, as `dagster asset materialize "
      "--partition-range` and each backfill run execute it; bars and its checks) of N partitions along "
      "each dimension, on the SQLite instance and the Postgres instance, synthetic provider, DuckDB. "
      "Dagster ms / partition: (run wall from creation to success - the asset's own work) / N. Event "
-     "bytes / partition: every event of the run as stored, / N. Two events per partition are the floor "
-     "(its planned event and its materialization; see \"What Dagster costs per partition\")."),
+     "bytes / partition: every event of the run as stored, / N; a partition's own event bytes: its "
+     "planned and materialization events only (the rest is the run's fixed events: start, step, checks, "
+     "run facts, success). Planned events per partition: Dagster's default, one "
+     "ASSET_MATERIALIZATION_PLANNED per partition, two events per partition in all (the floor: one "
+     "event stored alone is the column next to it); per run: the same runs with Dagster's "
+     "`DAGSTER_EMIT_PARTITION_SUBSET_IN_PLANNED_EVENTS` switch, one planned event per run "
+     "(see \"What Dagster costs per partition\" for what it trades away)."),
     ("Label backfills read their window, not the history", "label_reads", "make bench",
      "One label set backfilled over bars already stored, in the two run shapes a single_run backfill "
      "makes of the same work (one run per ticker, one run per session), each run the asset job over a "

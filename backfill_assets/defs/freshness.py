@@ -8,6 +8,7 @@ one run and one provider request where the provider allows it.
 import datetime as dt
 import os
 from collections import Counter
+from collections.abc import Mapping
 
 import dagster as dg
 
@@ -31,6 +32,12 @@ from backfill_assets.settings import TICKER_PARTITIONS, get_settings
 BARS = dg.AssetKey("bars")
 RANGE_START, RANGE_END = "dagster/asset_partition_range_start", "dagster/asset_partition_range_end"
 GAP_STATUSES = (None, dg.AssetPartitionStatus.FAILED)  # never materialized, or the last attempt failed
+IN_FLIGHT = [
+    dg.DagsterRunStatus.NOT_STARTED,
+    dg.DagsterRunStatus.QUEUED,
+    dg.DagsterRunStatus.STARTING,
+    dg.DagsterRunStatus.STARTED,
+]
 # On by default: a fresh deployment keeps bars current without a click (the synthetic default
 # provider costs nothing; a real one spends about one request per session and batch of tickers).
 ON = freshness_enabled(os.environ)
@@ -68,6 +75,24 @@ def bars_after_close_schedule(context: dg.ScheduleEvaluationContext) -> dg.RunRe
     )
 
 
+def in_flight(instance: dg.DagsterInstance, order: Mapping[str, int]) -> list[tuple[str, str, int, int]]:
+    """Boxes (first and last session, first and last ticker `order`) of `bars` runs not finished.
+    With one planned event per run (DAGSTER_EMIT_PARTITION_SUBSET_IN_PLANNED_EVENTS) their
+    partitions have no in-progress status; without it this only repeats what the status says."""
+    boxes = []
+    for run in instance.get_runs(filters=dg.RunsFilter(statuses=IN_FLIGHT)):
+        if run.asset_selection is not None and BARS not in run.asset_selection:
+            continue
+        first = run.tags.get(RANGE_START) or run.tags.get("dagster/partition")
+        last = run.tags.get(RANGE_END) or first
+        if not first or not last or "|" not in first or "|" not in last:
+            continue
+        (day0, ticker0), (day1, ticker1) = first.split("|", 1), last.split("|", 1)
+        if ticker0 in order and ticker1 in order:
+            boxes.append((day0, day1, order[ticker0], order[ticker1]))
+    return boxes
+
+
 def _skip_reason(
     plan: GapPlan, statuses: dict[str, dg.AssetPartitionStatus | None], window: str, policy: GapPolicy
 ) -> str:
@@ -100,7 +125,17 @@ def evaluate_gaps(context: dg.SensorEvaluationContext, now: dt.datetime) -> dg.S
     keys = [(ticker, day) for day in sessions for ticker in tickers]
     names = [key_str(k) for k in keys]
     statuses = dict(context.instance.get_status_by_partition(BARS, names, bars_partitions) or {})
-    gaps = [k for k, name in zip(keys, names, strict=True) if statuses.get(name) in GAP_STATUSES]
+    position = {ticker: i for i, ticker in enumerate(tickers)}
+    boxes = in_flight(context.instance, position)
+
+    def running(ticker: str, day: dt.date) -> bool:
+        return any(a <= str(day) <= b and i <= position[ticker] <= j for a, b, i, j in boxes)
+
+    gaps = [
+        k
+        for k, name in zip(keys, names, strict=True)
+        if statuses.get(name) in GAP_STATUSES and not running(*k)
+    ]
     attempts = load_attempts(context.cursor)
     plan = plan_gaps(gaps, names, attempts, now, policy, (calendar.sessions, tickers))
     window = f"{len(names)} partitions ({sessions[0]}..{sessions[-1]} x {len(tickers)} tickers)"
