@@ -110,7 +110,7 @@ def follow(url: str, backfill_id: str, wait: bool, poll_s: float = 2.0) -> Backf
         time.sleep(poll_s)
 
 
-def follow_run(url: str, run_id: str, poll_s: float = 1.0) -> str:
+def follow_run(url: str, run_id: str, poll_s: float = 0.5) -> str:
     """Print a queued run's status on each change until it ends; the final status."""
     last = ""
     while True:

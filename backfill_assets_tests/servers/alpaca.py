@@ -36,6 +36,7 @@ BARS_PATH = "/v2/stocks/bars"
 STATS_PATH = "/__stats"
 
 Bar = dict[str, Any]  # {"t": aware datetime, "o","h","l","c","v","vw": float, "n": int}
+# (symbol, timeframe, start, end) -> the bars in [start, end], in ascending time order
 BarSource = Callable[[str, str, dt.datetime, dt.datetime], list[Bar]]
 Fault = int | str  # an HTTP status, or "slow" | "malformed" | "truncated" | "reset"
 
@@ -521,7 +522,7 @@ class AlpacaServer:
             lo, hi = q.start, q.end
             if q.token is not None and symbol == q.token[0]:  # resume at the token's bar, inclusive
                 lo, hi = (lo, min(hi, q.token[1])) if q.descending else (max(lo, q.token[1]), hi)
-            for bar, factor in self._bars(cfg, symbol, q, lo, hi):
+            for bar, factor in self._bars(cfg, symbol, q, lo, hi, need=q.limit - taken + 1):
                 if taken == q.limit:
                     next_token = _encode_token(symbol, bar["t"])
                     break
@@ -533,9 +534,11 @@ class AlpacaServer:
 
     @staticmethod
     def _bars(
-        cfg: AlpacaServerConfig, symbol: str, q: _Query, lo: dt.datetime, hi: dt.datetime
+        cfg: AlpacaServerConfig, symbol: str, q: _Query, lo: dt.datetime, hi: dt.datetime, need: int
     ) -> list[tuple[Bar, float]]:
-        """The symbol's bars in [lo, hi] after listing, with their split-adjustment factor."""
+        """The symbol's first `need` bars in [lo, hi] after listing, in the query's order, with their
+        split-adjustment factor. Only what the page takes is built (a page of a long range would
+        otherwise render the whole rest of the range, and the server's CPU would be the limit)."""
         if lo > hi or cfg.bars is None:
             return []
         listed = cfg.listed_from.get(symbol)
@@ -543,8 +546,13 @@ class AlpacaServer:
         adjusts = q.adjustment in ("split", "all")  # no dividends are modelled, so "dividend" is raw
         bars: list[tuple[Bar, float]] = []
         needs_day = listed is not None or (adjusts and ex_date is not None)
-        for bar in cfg.bars(symbol, q.timeframe, lo, hi):
+        source = cfg.bars(symbol, q.timeframe, lo, hi)
+        previous: dt.datetime | None = None
+        for bar in reversed(source) if q.descending else source:
             t = _aware(bar["t"])
+            if previous is not None and (t > previous if q.descending else t < previous):
+                raise ValueError(f"BarSource returned {symbol} bars out of time order at {t.isoformat()}")
+            previous = t
             if not lo <= t <= hi:
                 continue
             day = t.astimezone(NEW_YORK).date() if needs_day else None
@@ -552,7 +560,8 @@ class AlpacaServer:
                 continue
             factor = ratio if adjusts and ex_date is not None and day is not None and day < ex_date else 1.0
             bars.append((bar, factor))
-        bars.sort(key=lambda pair: pair[0]["t"], reverse=q.descending)
+            if len(bars) == need:
+                break
         return bars
 
 
