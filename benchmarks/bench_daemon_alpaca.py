@@ -33,7 +33,6 @@ WINDOW_S, LIMIT = 6.0, 20  # Alpaca's 200/min scaled to a 6 s window, so (a) and
 # (c) runs minutes either way, at Alpaca's own window: a 6 s window punishes a burst 10x sooner, and
 # the script, which restarts a symbol's whole series on a 429 mid-pagination, then barely finishes.
 FULL_WINDOW_S, FULL_LIMIT = 60.0, 200
-PLANNED_SUBSET = "DAGSTER_EMIT_PARTITION_SUBSET_IN_PLANNED_EVENTS"  # Dagster's: one planned event per run
 SCENARIOS = {"a": (500, 1), "b": (100, 5), "c": (100, 250)}
 PATHS = {"backfill": (False, False), "as-run": (True, False), "per-run": (True, True)}  # (as_run, planned)
 
@@ -59,10 +58,7 @@ def ours(
     `as_run` the queued run's SUCCESS), the server's requests and 429s. `planned_per_run` starts
     webserver and daemon with Dagster's switch for one planned event per run."""
     shipped = "dagster.postgres.yaml" if instance == "postgres" else "dagster.yaml"
-    home, env = fresh_home((PROJECT_ROOT / shipped).read_text())
-    env.pop(PLANNED_SUBSET, None)
-    if planned_per_run:
-        env[PLANNED_SUBSET] = "true"
+    home, env = fresh_home((PROJECT_ROOT / shipped).read_text(), planned_per_run)
     if instance == "postgres":
         assert pg_server, "--postgres URL is needed for the Postgres instance"
         env["DAGSTER_PG_URL"] = fresh_pg_database(pg_server, "bench_daemon")

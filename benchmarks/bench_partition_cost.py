@@ -29,10 +29,6 @@ from report import publish  # noqa: E402
 
 from backfill_assets.settings import PROJECT_ROOT  # noqa: E402
 
-# Dagster's own switch: one ASSET_MATERIALIZATION_PLANNED event per asset and run (its partitions as
-# a subset) instead of one per partition; read by whichever process creates the run.
-PLANNED_SUBSET = "DAGSTER_EMIT_PARTITION_SUBSET_IN_PLANNED_EVENTS"
-
 
 def run_once(tickers: int, sessions: int) -> dict[str, float]:
     """In the child process (DAGSTER_HOME set): one run over the range; its wall, work and events."""
@@ -66,9 +62,12 @@ def run_once(tickers: int, sessions: int) -> dict[str, float]:
         event_ms = (time.perf_counter() - started) * 10
     nbytes = sum(len(dg.serialize_value(r.event_log_entry)) for r in records)
     # A partition's own events (planned and materialized with its key) against the run's fixed ones
-    own = [r.event_log_entry for r in records if r.event_log_entry.dagster_event]
-    own = [e for e in own if e.dagster_event and e.dagster_event.partition is not None]
-    own_bytes = sum(len(dg.serialize_value(e)) for e in own)
+    entries = [r.event_log_entry for r in records]
+    own_bytes = sum(
+        len(dg.serialize_value(e))
+        for e in entries
+        if e.dagster_event and e.dagster_event.partition is not None
+    )
     asset_s = 0.0
     for record in records:
         event = record.event_log_entry.dagster_event
@@ -90,10 +89,7 @@ def measure(
     instance: str, planned: str, tickers: int, sessions: int, pg_server: str | None
 ) -> dict[str, float]:
     shipped = "dagster.postgres.yaml" if instance == "postgres" else "dagster.yaml"
-    _, env = fresh_home((PROJECT_ROOT / shipped).read_text())
-    env.pop(PLANNED_SUBSET, None)
-    if planned == "per run":
-        env[PLANNED_SUBSET] = "true"
+    _, env = fresh_home((PROJECT_ROOT / shipped).read_text(), planned_per_run=planned == "per run")
     if instance == "postgres":
         assert pg_server, "--postgres URL is needed for the Postgres instance"
         env["DAGSTER_PG_URL"] = fresh_pg_database(pg_server, "bench_cost")

@@ -14,17 +14,32 @@ sys.path.insert(0, str(PROJECT_ROOT))  # the process helpers live with the tests
 from backfill_assets_tests.test_e2e_daemon import running_dagster  # noqa: E402
 
 BIN = Path(sys.executable).parent
-__all__ = ["BIN", "cli_backfill", "fresh_home", "fresh_pg_database", "running_dagster", "stop_sensor"]
+# Dagster's own switch: one ASSET_MATERIALIZATION_PLANNED event per asset and run (its partitions as
+# a subset) instead of one per partition; read by whichever process creates the run.
+PLANNED_SUBSET = "DAGSTER_EMIT_PARTITION_SUBSET_IN_PLANNED_EVENTS"
+__all__ = [
+    "BIN",
+    "PLANNED_SUBSET",
+    "cli_backfill",
+    "fresh_home",
+    "fresh_pg_database",
+    "running_dagster",
+    "stop_sensor",
+]
 
 
-def fresh_home(yaml_text: str | None = None) -> tuple[Path, dict[str, str]]:
-    """A new DAGSTER_HOME holding the shipped dagster.yaml (or `yaml_text`), and the env using it.
+def fresh_home(yaml_text: str | None = None, planned_per_run: bool = False) -> tuple[Path, dict[str, str]]:
+    """A new DAGSTER_HOME holding the shipped dagster.yaml (or `yaml_text`), and the env using it,
+    with Dagster's one-planned-event-per-run switch set only if `planned_per_run`.
     It sits in a directory of its own, where the process logs go beside it."""
     home = Path(tempfile.mkdtemp()) / "dagster_home"
     home.mkdir()
     (home / "dagster.yaml").write_text(yaml_text or (PROJECT_ROOT / "dagster.yaml").read_text())
     env = {**os.environ, "DAGSTER_HOME": str(home),
            "BACKFILL_DUCKDB_PATH": str(home / "market.duckdb"), "BACKFILL_FRESHNESS": "off"}  # fmt: skip
+    env.pop(PLANNED_SUBSET, None)
+    if planned_per_run:
+        env[PLANNED_SUBSET] = "true"
     return home, env
 
 

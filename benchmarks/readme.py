@@ -88,8 +88,8 @@ PERFORMANCE = [
      "webserver and the daemon. Read the last rows as a limit of Dagster's we have not lifted: for a "
      "multi-partitioned asset a backfill holds every target key explicitly, and each daemon iteration "
      "walks every partition of the definition and the whole target before it submits a run (see "
-     "\"Very large backfills\"). A 100-ticker group queues its first run in about a minute; the whole "
-     "universe as one backfill had queued none when the wait ended."),
+     "\"Very large histories: launch by ticker group\"). A 100-ticker group queues its first run in "
+     "about a minute; the whole universe as one backfill had queued none when the wait ended."),
     ("The UI in a real browser", "ui_check", "make ui-check",
      "Headless Chromium (Debian's package) renders the bars partitions page and the backfills page after "
      "a real backfill; the check fails unless the partition matrix shows the materialized partitions "
