@@ -8,7 +8,7 @@ slices already written are reported with the error so the run can mark them mate
 """
 
 import time
-from collections.abc import Collection
+from collections.abc import Collection, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 
 from backfill_assets.calendar import TradingCalendar
@@ -46,6 +46,45 @@ def merge(reports: list[IngestReport], started: float) -> IngestReport:
     )
 
 
+def plan_chunks(slices: Collection[Slice], timeframe: Timeframe, budget: MemoryBudget) -> list[list[Slice]]:
+    """The run's slices in ticker-major chunks of at most the budget's bars (half, if more than one)."""
+    size = timeframe.bars_per_session
+    items = [(s, size) for s in sorted(set(slices))]
+    limit = budget.bars_per_chunk()
+    if len(items) * size > limit:
+        limit = max(1, limit // 2)  # one chunk written while the next is fetched
+    return chunk_by_size(items, limit)  # type: ignore[return-value]
+
+
+def ingest_chunks(
+    chunks: Sequence[Sequence[Slice]],
+    provider: BarProvider,
+    store: BarStore,
+    calendar: TradingCalendar,
+    timeframe: Timeframe,
+    budget: MemoryBudget,
+) -> Iterator[IngestReport]:
+    """Each chunk's report once it is written; the next chunk is fetched meanwhile, also while the
+    caller handles a report (so a run's bookkeeping per chunk overlaps the provider's wait)."""
+    prefetch = ThreadPoolExecutor(1, thread_name_prefix="prefetch")
+
+    def submit(chunk: Sequence[Slice]) -> "Future[Fetched]":
+        return prefetch.submit(fetch, chunk, provider, calendar, timeframe)
+
+    try:
+        pending = submit(chunks[0]) if chunks else None
+        for i in range(len(chunks)):
+            assert pending is not None
+            fetched = pending.result()
+            pending = submit(chunks[i + 1]) if i + 1 < len(chunks) else None
+            report = write(fetched, provider, store, calendar, timeframe)
+            budget.guard()
+            yield report
+    finally:
+        # On failure a fetch in flight cannot be interrupted; do not wait for it to fail the run.
+        prefetch.shutdown(wait=False, cancel_futures=True)
+
+
 def ingest_in_chunks(
     slices: Collection[Slice],
     provider: BarProvider,
@@ -56,30 +95,11 @@ def ingest_in_chunks(
 ) -> tuple[IngestReport, int]:
     """Ingest every slice, at most the budget's bars per chunk; returns the report and chunk count."""
     started = time.monotonic()
-    size = timeframe.bars_per_session
-    items = [(s, size) for s in sorted(set(slices))]
-    limit = budget.bars_per_chunk()
-    if len(items) * size > limit:
-        limit = max(1, limit // 2)  # one chunk written while the next is fetched
-    chunks = chunk_by_size(items, limit)
+    chunks = plan_chunks(slices, timeframe, budget)
     reports: list[IngestReport] = []
-    prefetch = ThreadPoolExecutor(1, thread_name_prefix="prefetch")
-
-    def submit(chunk: list[object]) -> "Future[Fetched]":
-        return prefetch.submit(fetch, chunk, provider, calendar, timeframe)  # type: ignore[arg-type]
-
     try:
-        pending = submit(chunks[0]) if chunks else None
-        for i in range(len(chunks)):
-            assert pending is not None
-            try:
-                fetched = pending.result()
-                pending = submit(chunks[i + 1]) if i + 1 < len(chunks) else None
-                reports.append(write(fetched, provider, store, calendar, timeframe))
-                budget.guard()
-            except Exception as exc:
-                raise PartialIngestError(exc, merge(reports, started) if reports else None) from exc
-    finally:
-        # On failure a fetch in flight cannot be interrupted; do not wait for it to fail the run.
-        prefetch.shutdown(wait=False, cancel_futures=True)
+        for report in ingest_chunks(chunks, provider, store, calendar, timeframe, budget):
+            reports.append(report)
+    except Exception as exc:
+        raise PartialIngestError(exc, merge(reports, started) if reports else None) from exc
     return merge(reports, started), len(chunks)

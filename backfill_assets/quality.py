@@ -9,7 +9,7 @@ counts as a violation, so missing values never pass silently.
 
 import datetime as dt
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import pandas as pd
 
@@ -98,6 +98,9 @@ class Scope:
 
     table: str
     slices: frozenset[Slice] | None = None
+    # Readers that hold this scope's `_slices` already: one check pass asks for the relation three
+    # or four times on one connection; the run's slices are loaded once. One scope per reader.
+    loaded_into: list[SqlReader] = field(default_factory=list, compare=False, repr=False)
 
     def relation(self, reader: SqlReader) -> str:
         """SQL for the scope's rows. A slice's bars lie within a day either side of its session date
@@ -105,16 +108,22 @@ class Scope:
         name = valid_table(self.table)
         if self.slices is None:
             return name
+        if not any(r is reader for r in self.loaded_into):
+            self._load(reader)
+            self.loaded_into.append(reader)
+        return (
+            f"(SELECT t.* FROM _slices s JOIN {name} t ON t.ticker = s.ticker AND t.ts >= s.lo "
+            "AND t.ts < s.hi AND t.session_date = s.session_date) AS scoped"
+        )
+
+    def _load(self, reader: SqlReader) -> None:
+        assert self.slices is not None
         days = pd.to_datetime(pd.Series([d for _, d in self.slices], dtype="datetime64[s]"), utc=True)
         frame = pd.DataFrame({
             "ticker": [t for t, _ in self.slices], "session_date": [d for _, d in self.slices],
             "lo": days - pd.Timedelta(days=1), "hi": days + pd.Timedelta(days=2),
         })  # fmt: skip
         reader.load("_slices", frame, SLICE_TYPES)
-        return (
-            f"(SELECT t.* FROM _slices s JOIN {name} t ON t.ticker = s.ticker AND t.ts >= s.lo "
-            "AND t.ts < s.hi AND t.session_date = s.session_date) AS scoped"
-        )
 
 
 def rule_violations(

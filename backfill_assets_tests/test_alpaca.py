@@ -1,6 +1,7 @@
 """Alpaca through alpaca-py and real Dagster runs, against the local Alpaca server on loopback."""
 
 import datetime as dt
+import json
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,7 +22,14 @@ from backfill_assets.providers.budget import close_shared_budgets
 from backfill_assets.providers.synthetic import SyntheticProvider
 from backfill_assets.storage.duckdb_store import DuckDBBarStore
 from backfill_assets.timeframes import TIMEFRAMES
-from backfill_assets_tests.servers.alpaca import AlpacaServer, AlpacaServerConfig, running_alpaca
+from backfill_assets_tests.servers.alpaca import (
+    AlpacaServer,
+    AlpacaServerConfig,
+    _bar_json,
+    _render,
+    running_alpaca,
+    synthetic_bar_source,
+)
 
 D = dt.date
 KEY, SECRET = "PKTESTKEY0123456789", "SECRETtest0123456789abcdef"
@@ -251,3 +259,15 @@ def test_budget_follows_an_instance_on_postgres(
     finally:
         with psycopg.connect(postgres_url, autocommit=True) as conn:
             conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
+def test_the_servers_prerendered_bars_are_alpacas_json() -> None:
+    # The server writes each synthetic bar's JSON once, by hand (rendering per page was its CPU
+    # limit); it must be the text json.dumps makes of the bar, in every timeframe.
+    source = synthetic_bar_source()
+    start, end = dt.datetime(2024, 1, 2, tzinfo=dt.UTC), dt.datetime(2024, 1, 31, 23, 59, tzinfo=dt.UTC)
+    for timeframe in ("1Min", "5Min", "1Hour", "1Day"):
+        for bar in source("AAPL", timeframe, start, end):
+            expected = json.dumps(_render(bar, 1.0), separators=(",", ":"))
+            assert bar["json"] == expected
+            assert _bar_json({k: v for k, v in bar.items() if k != "json"}, 1.0) == expected

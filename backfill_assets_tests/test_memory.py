@@ -1,15 +1,18 @@
 """The memory budget: chunk sizes follow it, RSS is reported, and a run over budget fails clearly."""
 
 import datetime as dt
+import hashlib
 from pathlib import Path
 
 import dagster as dg
 import pytest
 
 from backfill_assets.defs.bars import bars
+from backfill_assets.defs.labels import label_asset
 from backfill_assets.defs.providers import SyntheticProviderResource
 from backfill_assets.defs.resources import BarStoreResource
 from backfill_assets.defs.run_facts import run_facts
+from backfill_assets.labels.config import LabelSet
 from backfill_assets.labels.materialize import LABEL_BYTES_PER_BAR, label_chunks
 from backfill_assets.memory import MemoryBudget, MemoryBudgetError, chunk_by_size, rss_mb
 from backfill_assets.storage.duckdb_labels import DuckDBLabelStore
@@ -50,6 +53,57 @@ def test_chunks_follow_the_budget_and_rows_are_the_same(
     a = DuckDBBarStore(db_path).read_bars().drop(columns="fetched_at")
     b = DuckDBBarStore(tmp_path / "roomy.duckdb").read_bars().drop(columns="fetched_at")
     assert len(a) == 252 * 390 - 3 * 180 and a.equals(b)  # 2024: 252 sessions, three half days
+
+
+def test_a_run_of_many_chunks_reports_each_partition_as_its_chunk_lands(
+    instance: dg.DagsterInstance, db_path: Path, tmp_path: Path
+) -> None:
+    assert materialize(instance, tmp_path / "warm.duckdb", 4096, last="2024-01-03").success
+    warm = instance.get_latest_materialization_event(dg.AssetKey("bars"))  # from the warm-up's Output
+    assert warm is not None and warm.asset_materialization is not None
+    store = BarStoreResource(duckdb_path=str(db_path), memory_budget_mb=int(rss_mb()) + 120)
+    tight = dg.materialize(  # 293k bars: one chunk would need ~235 MB above the baseline
+        [bars],
+        instance=instance,
+        resources={"bar_provider": SyntheticProviderResource(), "bar_store": store},
+        tags={RANGE_START: "2024-01-02|AAPL", RANGE_END: "2024-12-31|NVDA"},
+    )
+    assert tight.success and run_facts(instance, tight.run_id, dg.AssetKey("bars"))["chunks"] > 1
+    events = [r.event_log_entry for r in instance.get_records_for_run(tight.run_id, limit=10_000).records]
+    materialized = [e for e in events if e.dagster_event_type == dg.DagsterEventType.ASSET_MATERIALIZATION]
+    keys = [e.asset_materialization.partition for e in materialized if e.asset_materialization]
+    assert len(keys) == len(set(keys)) == 3 * 252
+    first = materialized[0].asset_materialization
+    assert first is not None and first.metadata["dagster/row_count"].value in (180, 390)
+    assert first.tags is not None and first.tags.keys() == warm.asset_materialization.tags.keys()
+    assert first.tags["dagster/data_version"] == hashlib.sha256(tight.run_id.encode()).hexdigest()
+    # The first chunk's partitions are stored before the run's summary line, which follows the
+    # last chunk's write: they did not wait for the whole run.
+    summary = next(i for i, e in enumerate(events) if e.user_message.startswith("wrote "))
+    assert events.index(materialized[0]) < summary
+    checks = [
+        e.dagster_event for e in events if e.dagster_event_type == dg.DagsterEventType.ASSET_CHECK_EVALUATION
+    ]
+    assert len(checks) == 4 and all(c and c.asset_check_evaluation_data.passed for c in checks)
+
+
+def test_a_label_asset_in_the_same_run_still_runs_after_many_chunks(
+    instance: dg.DagsterInstance, db_path: Path, tmp_path: Path
+) -> None:
+    assert materialize(instance, tmp_path / "warm.duckdb", 4096, last="2024-01-03").success
+    label_set = LabelSet("tb", "triple_barrier", horizon=30, span=20)
+    labels = label_asset(label_set)
+    store = BarStoreResource(duckdb_path=str(db_path), memory_budget_mb=int(rss_mb()) + 120)
+    result = dg.materialize(
+        [bars, labels],
+        instance=instance,
+        resources={"bar_provider": SyntheticProviderResource(), "bar_store": store},
+        # 293k bars: one chunk would need ~235 MB above the baseline, the budget leaves 120
+        tags={RANGE_START: "2024-01-02|AAPL", RANGE_END: "2024-12-31|NVDA"},
+    )
+    assert result.success and run_facts(instance, result.run_id, dg.AssetKey("bars"))["chunks"] > 1
+    assert len(result.asset_materializations_for_node("labels__tb")) == 3 * 252  # not skipped
+    assert len(DuckDBLabelStore(store.build()).read_labels(label_set.table)) == len(store.build().read_bars())
 
 
 def test_a_budget_below_the_baseline_fails_clearly_and_writes_nothing(

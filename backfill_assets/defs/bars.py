@@ -1,11 +1,12 @@
 """The `bars` asset: OHLCV per (session, ticker) partition, fetched in bulk, replaced atomically."""
 
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import dagster as dg
 
-from backfill_assets.chunked import PartialIngestError, ingest_in_chunks
+from backfill_assets.chunked import ingest_chunks, merge, plan_chunks
 from backfill_assets.defs.checks import BAR_CHECKS, bar_checks
 from backfill_assets.defs.partitions import backfill_policy, bars_partitions, calendar, slices_from_context
 from backfill_assets.defs.providers import (
@@ -17,10 +18,11 @@ from backfill_assets.defs.resources import BarStoreResource
 from backfill_assets.defs.run_facts import (
     add_partition_facts,
     hold_instance_connection,
-    log_partition_materializations,
     partition_facts,
     partition_key,
+    partition_materializations,
     record_run_facts,
+    streams_materializations,
 )
 from backfill_assets.ingest import IngestReport
 from backfill_assets.memory import MemoryBudgetError, peak_rss_mb
@@ -74,6 +76,9 @@ def _run_facts(report: IngestReport, where: str, provider: BarProviderResource) 
     kinds={get_settings().store},
     tags={"provider": get_settings().provider},
     check_specs=BAR_CHECKS,
+    # A run of many chunks reports each chunk's partitions as they land instead of one Output at the
+    # end (see run_facts.streams_materializations); with that, the asset yields no Output.
+    output_required=False,
     # Transient provider trouble (after the HTTP layer's own retries) gets a few more chances;
     # permanent errors raise dg.Failure(allow_retries=False).
     retry_policy=dg.RetryPolicy(
@@ -82,7 +87,7 @@ def _run_facts(report: IngestReport, where: str, provider: BarProviderResource) 
 )
 def bars(
     context: dg.AssetExecutionContext, bar_provider: BarProviderResource, bar_store: BarStoreResource
-) -> dg.MaterializeResult:
+) -> Iterator[dg.MaterializeResult | dg.AssetMaterialization | dg.AssetCheckResult]:
     """OHLCV bars of one ticker over one trading session, at the configured timeframe.
 
     Table `bars`, unique on (ticker, ts); ts is the bar start in UTC. A run replaces exactly its
@@ -97,21 +102,30 @@ def bars(
     store = bar_store.build()
     provider = bar_provider.build(calendar)
     budget = bar_store.memory_budget()
+    timeframe = bar_provider.parsed_timeframe()
+    started = time.monotonic()
+    reports: list[IngestReport] = []
+    stream = False
     try:
-        report, chunks = ingest_in_chunks(
-            slices, provider, store, calendar, bar_provider.parsed_timeframe(), budget
-        )
-    except (PartialIngestError, MemoryBudgetError) as exc:
-        cause = exc.cause if isinstance(exc, PartialIngestError) else exc
-        if isinstance(exc, PartialIngestError) and exc.landed:
-            log_partition_materializations(context, _partition_facts(exc.landed))
-            record_run_facts(context, _run_facts(exc.landed, store.describe(), bar_provider))
-        if isinstance(cause, MemoryBudgetError) or getattr(cause, "permanent", False):
-            raise dg.Failure(description=str(cause), allow_retries=False) from None
-        raise cause from None
+        chunks = plan_chunks(slices, timeframe, budget)
+        stream = streams_materializations(context, len(chunks))
+        for chunk in ingest_chunks(chunks, provider, store, calendar, timeframe, budget):
+            reports.append(chunk)
+            if stream:
+                yield from partition_materializations(context, _partition_facts(chunk))
+    except Exception as exc:
+        landed = merge(reports, started) if reports else None
+        if landed is not None:
+            if not stream:
+                yield from partition_materializations(context, _partition_facts(landed))
+            record_run_facts(context, _run_facts(landed, store.describe(), bar_provider))
+        if isinstance(exc, MemoryBudgetError) or getattr(exc, "permanent", False):
+            raise dg.Failure(description=str(exc), allow_retries=False) from None
+        raise
+    report = merge(reports, started)
     context.log.info(
         f"wrote {report.total_rows} bars for {len(report.rows)} partition(s) in {report.requests} "
-        f"provider request(s), {chunks} chunk(s), {report.duration_s:.2f} s"
+        f"provider request(s), {len(chunks)} chunk(s), {report.duration_s:.2f} s"
     )
     if report.unlisted:
         context.log.warning(
@@ -119,15 +133,20 @@ def bars(
             "stored empty, see `unlisted_partitions`"
         )
     memory = {"memory_budget_mb": bar_store.memory_budget_mb, "peak_rss_mb": round(peak_rss_mb(), 1)}
-    facts = _run_facts(report, store.describe(), bar_provider) | {"chunks": chunks} | memory
+    facts = _run_facts(report, store.describe(), bar_provider) | {"chunks": len(chunks)} | memory
     if not report.failed:
-        started = time.monotonic()
+        checked = time.monotonic()
         checks = bar_checks(bar_store, report.rows.keys())
-        record_run_facts(context, facts | {"checks_s": round(time.monotonic() - started, 3)})
+        record_run_facts(context, facts | {"checks_s": round(time.monotonic() - checked, 3)})
+        if stream:
+            yield from checks
+            return
         add_partition_facts(context, _partition_facts(report))
-        return dg.MaterializeResult(check_results=checks)
+        yield dg.MaterializeResult(check_results=checks)
+        return
     record_run_facts(context, facts)
-    log_partition_materializations(context, _partition_facts(report))
+    if not stream:
+        yield from partition_materializations(context, _partition_facts(report))
     reasons = sorted(set(report.failed.values()))
     raise dg.Failure(
         description=f"{len(report.failed)} partition(s) failed: {'; '.join(reasons)}",
