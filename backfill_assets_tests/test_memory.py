@@ -2,6 +2,7 @@
 
 import datetime as dt
 import hashlib
+from collections.abc import Sequence
 from pathlib import Path
 
 import dagster as dg
@@ -23,14 +24,19 @@ RANGE_START, RANGE_END = "dagster/asset_partition_range_start", "dagster/asset_p
 
 
 def materialize(
-    instance: dg.DagsterInstance, db_path: Path, budget_mb: int, last: str = "2024-12-31"
+    instance: dg.DagsterInstance,
+    db_path: Path,
+    budget_mb: int,
+    last: str = "2024-12-31",
+    last_ticker: str = "AAPL",
+    assets: Sequence[dg.AssetsDefinition] = (bars,),
 ) -> dg.ExecuteInProcessResult:
     store = BarStoreResource(duckdb_path=str(db_path), memory_budget_mb=budget_mb)
     return dg.materialize(
-        [bars],
+        assets,
         instance=instance,
         resources={"bar_provider": SyntheticProviderResource(), "bar_store": store},
-        tags={RANGE_START: "2024-01-02|AAPL", RANGE_END: f"{last}|AAPL"},
+        tags={RANGE_START: "2024-01-02|AAPL", RANGE_END: f"{last}|{last_ticker}"},
         raise_on_error=False,
     )
 
@@ -61,13 +67,8 @@ def test_a_run_of_many_chunks_reports_each_partition_as_its_chunk_lands(
     assert materialize(instance, tmp_path / "warm.duckdb", 4096, last="2024-01-03").success
     warm = instance.get_latest_materialization_event(dg.AssetKey("bars"))  # from the warm-up's Output
     assert warm is not None and warm.asset_materialization is not None
-    store = BarStoreResource(duckdb_path=str(db_path), memory_budget_mb=int(rss_mb()) + 120)
-    tight = dg.materialize(  # 293k bars: one chunk would need ~235 MB above the baseline
-        [bars],
-        instance=instance,
-        resources={"bar_provider": SyntheticProviderResource(), "bar_store": store},
-        tags={RANGE_START: "2024-01-02|AAPL", RANGE_END: "2024-12-31|NVDA"},
-    )
+    # 293k bars: one chunk would need ~235 MB above the baseline, the budget leaves 120
+    tight = materialize(instance, db_path, int(rss_mb()) + 120, last_ticker="NVDA")
     assert tight.success and run_facts(instance, tight.run_id, dg.AssetKey("bars"))["chunks"] > 1
     events = [r.event_log_entry for r in instance.get_records_for_run(tight.run_id, limit=10_000).records]
     materialized = [e for e in events if e.dagster_event_type == dg.DagsterEventType.ASSET_MATERIALIZATION]
@@ -93,17 +94,12 @@ def test_a_label_asset_in_the_same_run_still_runs_after_many_chunks(
     assert materialize(instance, tmp_path / "warm.duckdb", 4096, last="2024-01-03").success
     label_set = LabelSet("tb", "triple_barrier", horizon=30, span=20)
     labels = label_asset(label_set)
-    store = BarStoreResource(duckdb_path=str(db_path), memory_budget_mb=int(rss_mb()) + 120)
-    result = dg.materialize(
-        [bars, labels],
-        instance=instance,
-        resources={"bar_provider": SyntheticProviderResource(), "bar_store": store},
-        # 293k bars: one chunk would need ~235 MB above the baseline, the budget leaves 120
-        tags={RANGE_START: "2024-01-02|AAPL", RANGE_END: "2024-12-31|NVDA"},
-    )
+    # 293k bars: one chunk would need ~235 MB above the baseline, the budget leaves 120
+    result = materialize(instance, db_path, int(rss_mb()) + 120, last_ticker="NVDA", assets=(bars, labels))
     assert result.success and run_facts(instance, result.run_id, dg.AssetKey("bars"))["chunks"] > 1
     assert len(result.asset_materializations_for_node("labels__tb")) == 3 * 252  # not skipped
-    assert len(DuckDBLabelStore(store.build()).read_labels(label_set.table)) == len(store.build().read_bars())
+    store = DuckDBBarStore(db_path)
+    assert len(DuckDBLabelStore(store).read_labels(label_set.table)) == len(store.read_bars())
 
 
 def test_a_budget_below_the_baseline_fails_clearly_and_writes_nothing(

@@ -32,8 +32,8 @@ PERFORMANCE = [
      "minutes at the limit, the physical bound. Long, so it is only in the full mode; `--paths` and "
      "`--instances` choose which of our paths run. The local server writes each bar's JSON once, when "
      "it first builds the session (0.25 s of CPU per 10,000-bar page had made it, on the same 2 cores "
-     "as our processes, the limit of both sides; now ~0.015 s). A run of this size yields each memory "
-     "chunk's materializations as the chunk lands, while the next one is fetched."),
+     "as our processes, the limit of both sides; now ~0.015 s). On the SQLite instance a run of this "
+     "size yields each memory chunk's materializations as the chunk lands, while the next one is fetched."),
     ("Dagster's cost per partition", "partition_cost", "make bench",
      "One `bars` run (the project's asset job over a partition range, as `dagster asset materialize "
      "--partition-range` and each backfill run execute it; bars and its checks) of N partitions along "

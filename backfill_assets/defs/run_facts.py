@@ -63,7 +63,8 @@ def add_partition_facts(context: dg.AssetExecutionContext, facts: Mapping[Slice,
 def partition_materializations(
     context: dg.AssetExecutionContext, facts: Mapping[Slice, dict[str, Any]]
 ) -> Iterator[dg.AssetMaterialization]:
-    """One materialization per partition that landed, yielded by the asset itself (no Output).
+    """One materialization per partition that landed, yielded by the asset itself (a streamed
+    chunk, or what landed before a run failed).
 
     Tagged as Dagster tags a root asset's Output: its code version (the run's id when it has none),
     the data version Dagster derives from it, the backfill and each partition dimension, so lineage,
@@ -102,8 +103,8 @@ def streams_materializations(context: dg.AssetExecutionContext, chunks: int) -> 
 def _stores_one_by_one(instance: dg.DagsterInstance) -> bool:
     """SQLite event storage writes a batch event by event, so streaming costs nothing there;
     dagster-postgres writes an Output's batch in one INSERT, and streamed one by one the events of
-    (c) 100 x 250 made the run 525 s against 404 s on SQLite. No public
-    attribute says which; the storage's module does."""
+    (c) 100 x 250 made the run 525 s against 404 s on SQLite. No public attribute says which; the
+    storage's module does."""
     return "sqlite" in type(instance.event_log_storage).__module__
 
 

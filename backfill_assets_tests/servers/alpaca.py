@@ -228,25 +228,12 @@ def _render(bar: Bar, factor: float) -> dict[str, Any]:
     }
 
 
-def _number(x: object) -> str:
-    # float repr is the text json.dumps writes for a finite float; anything else goes through json.
-    return float.__repr__(x) if type(x) is float and x - x == 0 else json.dumps(x)  # type: ignore[operator]
-
-
 def _bar_json(bar: Bar, factor: float) -> str:
-    """`_render`'s JSON text, written directly: json.dumps of a page's 10,000 dicts was a third of
-    the server's CPU per page, and on 2 cores the server's CPU was the benchmarks' limit."""
-    if factor != 1:
-        return json.dumps(_render(bar, factor), separators=(",", ":"))
-    if "json" in bar:  # rendered with the session (synthetic_bar_source)
+    """`_render`'s JSON text; synthetic_bar_source writes it once per bar ("json"), since json.dumps
+    of a page's 10,000 dicts was most of the server's CPU, and on 2 cores the benchmarks' limit."""
+    if factor == 1 and "json" in bar:
         return str(bar["json"])
-    v = bar["v"]
-    volume = str(int(v)) if float(v).is_integer() else _number(v)
-    return (
-        f'{{"t":"{_rfc3339(bar["t"])}","o":{_number(bar["o"])},"h":{_number(bar["h"])},'
-        f'"l":{_number(bar["l"])},"c":{_number(bar["c"])},"v":{volume},"n":{int(bar["n"])},'
-        f'"vw":{_number(bar["vw"])}}}'
-    )
+    return json.dumps(_render(bar, factor), separators=(",", ":"))
 
 
 class _FixedWindows:
@@ -622,8 +609,8 @@ def synthetic_bar_source() -> BarSource:
         frame = provider.fetch(BarRequest((symbol,), tuple(days), PROJECT_TIMEFRAMES[timeframe])).bars
         fresh: dict[dt.date, list[Bar]] = {day: [] for day in days}
         ts = pd.to_datetime(frame["ts"], utc=True)
-        # Each bar's JSON is written here, once, as `_bar_json` would (seconds, "Z"; float repr as
-        # json.dumps): rendering per page was most of the server's CPU. Columns as Python lists,
+        # Each bar's JSON is written here, once, as json.dumps renders `_render`'s dict (seconds, "Z";
+        # a float's repr): rendering per page was most of the server's CPU. Columns as Python lists,
         # since iterating pandas Series built a numpy scalar per value.
         stamps = np.datetime_as_string(ts.dt.tz_localize(None).to_numpy().astype("datetime64[s]"), unit="s")
         prices = [frame[c].astype(float).tolist() for c in ("open", "high", "low", "close", "volume", "vwap")]
