@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 PYTEST_ARGS ?=
 BENCH_MODE ?= short  # bench_alpaca: short (20 requests / 6 s) or full (200 / minute, ~15 min)
 
-.PHONY: demo test faults lint dev dev-postgres bench ui-check install install-dev clean
+.PHONY: demo test faults lint dev dev-postgres bench chromium ui-check install install-dev clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -49,7 +49,7 @@ dev-postgres: install  ## the same, with the instance and the store on Postgres
 	$(BIN)/backfill-assets tickers sync
 	$(BIN)/backfill-assets serve
 
-bench: install-dev  ## benchmark table (printed and written to benchmarks/results/)
+bench: install-dev chromium  ## benchmark table (printed and written to benchmarks/results/)
 	$(BIN)/python benchmarks/bench_daemon_alpaca.py $(if $(filter full,$(BENCH_MODE)),--full,)
 	$(BIN)/python benchmarks/bench_partition_cost.py
 	$(BIN)/python benchmarks/bench_label_reads.py
@@ -59,12 +59,15 @@ bench: install-dev  ## benchmark table (printed and written to benchmarks/result
 	$(BIN)/python benchmarks/bench_store.py
 	$(BIN)/python benchmarks/bench_backfill.py
 	$(BIN)/python benchmarks/bench_scale.py
+	$(BIN)/python benchmarks/bench_scale.py --planned-per-run
 	$(BIN)/python benchmarks/readme.py
 
-ui-check: install-dev  ## headless Chromium renders the UI's bars partitions and backfills pages
+chromium:  ## Debian's chromium, for the pages rendered by ui-check and bench_scale
 	@command -v chromium >/dev/null || { \
 		if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq chromium; \
 		else sudo apt-get update -qq && sudo apt-get install -y -qq chromium; fi; }
+
+ui-check: install-dev chromium  ## headless Chromium renders the UI's bars partitions and backfills pages
 	$(BIN)/python benchmarks/ui_check.py
 	$(BIN)/python benchmarks/readme.py
 
