@@ -1,4 +1,4 @@
-"""The project CLI: `backfill-assets demo | tickers | backfill | status | gaps | setup | serve`."""
+"""The project CLI: `backfill-assets demo | tickers | backfill | status | gaps | labels | setup | serve`."""
 
 import argparse
 import sys
@@ -150,6 +150,36 @@ def _gaps(args: argparse.Namespace) -> int:
     return 0
 
 
+def _labels(args: argparse.Namespace) -> int:
+    """`labels reset NAME --yes`: drop a label set's table and version stamp (after its parameters
+    changed), so the next backfill writes it afresh."""
+    from backfill_assets.labels.config import load_label_sets
+    from backfill_assets.storage.base import StoreError
+    from backfill_assets.storage.duckdb_labels import DuckDBLabelStore
+    from backfill_assets.storage.open import open_store
+    from backfill_assets.storage.postgres_labels import PostgresLabelStore
+    from backfill_assets.storage.postgres_store import PostgresStore
+
+    sets = {s.name: s for s in load_label_sets()}
+    if args.name not in sets:
+        raise SettingsError(f"unknown label set {args.name!r}; configured: {', '.join(sorted(sets))}")
+    table = sets[args.name].table
+    if not args.yes:
+        raise SettingsError(f"`labels reset {args.name}` drops table {table} and every row in it: add --yes")
+    store = open_store(load_settings())
+    labels = PostgresLabelStore(store) if isinstance(store, PostgresStore) else DuckDBLabelStore(store)
+    try:
+        dropped = labels.drop_labels(table)
+    except StoreError as exc:  # nothing was dropped
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print(
+        f"dropped {table} ({dropped} rows) in {store.describe()}; now backfill labels/{args.name}, e.g. "
+        f"`backfill-assets backfill --assets labels/{args.name} --start <first session>`"
+    )
+    return 0
+
+
 def _setup(args: argparse.Namespace) -> int:
     import subprocess
     from pathlib import Path
@@ -222,6 +252,11 @@ def build_parser() -> argparse.ArgumentParser:
         command.add_argument(
             "--url", default=headless_url(), help="dagster-webserver (DAGSTER_WEBSERVER_URL)"
         )
+    labels = commands.add_parser("labels", help="label tables: `reset NAME --yes` drops one to rebuild it")
+    labels.add_argument("action", choices=["reset"])
+    labels.add_argument("name", help="the label set's name (label_sets.yaml)")
+    labels.add_argument("--yes", action="store_true", help="confirm: the table's rows are dropped")
+    labels.set_defaults(func=_labels)
     setup = commands.add_parser("setup", help="set the provider pools' limits on the instance")
     setup.add_argument("--limit", action="append", default=[], help=f"pool=N (defaults {POOL_LIMITS})")
     setup.set_defaults(func=_setup)

@@ -58,3 +58,12 @@ def test_runs_batch_by_config() -> None:
     assert backfill_policy(None) == dg.BackfillPolicy.single_run()
     assert backfill_policy(25) == dg.BackfillPolicy.multi_run(max_partitions_per_run=25)
     assert load_settings({"BACKFILL_PARTITIONS_PER_RUN": "25"}).partitions_per_run == 25
+
+
+def test_label_sets_are_one_subsettable_node_each_with_its_version(repo: dg.Definitions) -> None:
+    job = repo.resolve_implicit_global_asset_job_def()
+    assert {n.name for n in job.graph.node_dict.values()} == {"bars", "label_sets"}
+    graph = repo.resolve_asset_graph()
+    keys = [k for k in graph.get_all_asset_keys() if k.path[0] == "labels"]
+    assert len({graph.get(k).code_version for k in keys}) == len(keys) == 3
+    assert graph.get(keys[0]).assets_def.can_subset

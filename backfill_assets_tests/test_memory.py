@@ -97,7 +97,7 @@ def test_a_label_asset_in_the_same_run_still_runs_after_many_chunks(
     # 293k bars: one chunk would need ~235 MB above the baseline, the budget leaves 120
     result = materialize(instance, db_path, int(rss_mb()) + 120, last_ticker="NVDA", assets=(bars, labels))
     assert result.success and run_facts(instance, result.run_id, dg.AssetKey("bars"))["chunks"] > 1
-    assert len(result.asset_materializations_for_node("labels__tb")) == 3 * 252  # not skipped
+    assert len(result.asset_materializations_for_node("labels_tb")) == 3 * 252  # not skipped
     store = DuckDBBarStore(db_path)
     assert len(DuckDBLabelStore(store).read_labels(label_set.table)) == len(store.read_bars())
 

@@ -20,6 +20,7 @@ from backfill_assets.storage.duckdb_labels import DuckDBLabelStore
 from backfill_assets.storage.duckdb_store import DuckDBBarStore
 from backfill_assets.storage.postgres_labels import PostgresLabelStore
 from backfill_assets.storage.postgres_store import PostgresStore
+from backfill_assets_tests.store_writers import tagged_bars
 from backfill_assets_tests.test_labels import SETS, TICKERS
 
 pytestmark = pytest.mark.postgres
@@ -137,3 +138,18 @@ def test_concurrent_first_writers_create_the_schema_once(pg_database: str) -> No
     with psycopg.connect(pg_database) as conn:
         rows = conn.execute(f"SELECT table_name, version FROM {schema}.backfill_schema").fetchall()
     assert rows == [("labels_x", 1)]
+
+
+def test_the_bars_a_label_run_reads_are_the_same_on_both_stores(
+    pg_store: PostgresStore, store: DuckDBBarStore
+) -> None:
+    days = (dt.date(2024, 1, 2), dt.date(2024, 1, 3), dt.date(2024, 1, 4))
+    frame = tagged_bars(("AAPL", "MSFT"), days, "synthetic")
+    for target in (pg_store, store):
+        target.replace_bars(frame, {(t, d) for t in ("AAPL", "MSFT") for d in days})
+    read = [
+        labels.read_history({"MSFT", "AAPL", "NVDA"}, days[0], days[1], 45)
+        for labels in (PostgresLabelStore(pg_store), DuckDBLabelStore(store))
+    ]
+    assert len(read[0]) == 2 * (2 * 390 + 45)
+    pd.testing.assert_frame_equal(read[0], read[1], check_exact=True)  # binary COPY, bit for bit

@@ -74,8 +74,8 @@ PERFORMANCE = [
      "tests hold the kernels to is shown too. End to end = read the bars from DuckDB, compute, replace "
      "the label slices."),
     ("Labels and bars on DuckDB and on Postgres", "store", "make bench",
-     "The same writes and one label asset's read + compute + write on each store, same run, with the "
-     "pandas baseline measured alongside."),
+     "The same writes, one label set's read + compute + write, and all sets from one read (as the label "
+     "multi-asset runs them) on each store, same run, with the pandas baseline measured alongside."),
     ("Orchestration overhead and memory per run", "backfill", "make bench",
      "Real daemon backfills (dagster-webserver + dagster-daemon, the shipped dagster.yaml, "
      "`backfill-assets backfill`). Wall outside asset compute: the share of launch-to-COMPLETED in which "
@@ -85,14 +85,25 @@ PERFORMANCE = [
     ("Partition space: 1,000 tickers x 5 years", "scale", "make bench",
      "1,000 tickers x 1,259 sessions (1.26M partitions) on a SQLite instance: loading the definitions, "
      "listing keys, the GraphQL query the UI's partitions page issues (copied from dagster-webserver's "
-     "bundle), `backfill-assets backfill` from a shell of one group of 100 tickers (every session) and "
+     "bundle) and the page itself in headless Chromium (Debian's package; it must show the "
+     "materialized count; screenshot `benchmarks/results/ui_scale_partitions.png`), "
+     "`backfill-assets backfill` from a shell of one group of 100 tickers (every session) and "
      "then of everything, and the daemon submitting each one's runs (held in the queue, so only "
      "submission is timed; the wait stops at --cap-s, then the backfill is cancelled); peak RSS of the "
      "webserver and the daemon. Read the last rows as a limit of Dagster's we have not lifted: for a "
      "multi-partitioned asset a backfill holds every target key explicitly, and each daemon iteration "
      "walks every partition of the definition and the whole target before it submits a run (see "
      "\"Very large histories: launch by ticker group\"). A 100-ticker group queues its first run in "
-     "about a minute; the whole universe as one backfill had queued none when the wait ended."),
+     "about two minutes (68 s before label partitions reached back W sessions: Dagster maps each "
+     "target partition onto W + halo + 1 label sessions of every set, key by key, before the first "
+     "run); then ~5 runs a minute, each run's creation storing 1,259 planned events. The whole "
+     "universe as one backfill had queued none when the wait ended."),
+    ("The same partition space, one planned event per run", "scale_planned_per_run",
+     "python benchmarks/bench_scale.py --planned-per-run",
+     "The same steps with webserver and daemon started with "
+     "`DAGSTER_EMIT_PARTITION_SUBSET_IN_PLANNED_EVENTS=true`: each run's 1,259 planned events become "
+     "one, so after the first run the group's other 99 are queued within half a minute instead of at "
+     "~5 a minute. What it trades away: \"Opt-in: one planned event per run\"."),
     ("The UI in a real browser", "ui_check", "make ui-check",
      "Headless Chromium (Debian's package) renders the bars partitions page and the backfills page after "
      "a real backfill; the check fails unless the partition matrix shows the materialized partitions "

@@ -23,7 +23,7 @@ from backfill_assets.labels.materialize import halo_bars, halo_sessions
 from backfill_assets.settings import get_settings
 from backfill_assets.storage.base import Slice
 from backfill_assets.storage.sql import SqlReader
-from backfill_assets.timeframes import TIMEFRAMES
+from backfill_assets.timeframes import TIMEFRAMES, Timeframe
 
 T = TypeVar("T")
 BARS = dg.AssetKey("bars")
@@ -75,11 +75,17 @@ def _scope(table: str, slices: Collection[Slice] | None) -> quality.Scope:
 
 
 def _violations(
-    name: str, found: quality.Violations, what: str, info: dict[str, Any] | None = None, **extra: int
+    name: str,
+    found: quality.Violations,
+    what: str,
+    info: dict[str, Any] | None = None,
+    asset_key: dg.AssetKey | None = None,
+    **extra: int,
 ) -> dg.AssetCheckResult:
     """ERROR when any row breaks a rule or an `extra` count is non-zero; every count as metadata."""
     failed = found.bad_rows + sum(extra.values())
     return dg.AssetCheckResult(
+        asset_key=asset_key,
         check_name=name,
         passed=failed == 0,
         severity=ERROR,
@@ -133,12 +139,16 @@ def bar_checks(bar_store: BarStoreResource, slices: Collection[Slice] | None) ->
 
 
 def label_checks(
-    label_set: LabelSet, bar_store: BarStoreResource, slices: Collection[Slice] | None
+    label_set: LabelSet,
+    bar_store: BarStoreResource,
+    slices: Collection[Slice] | None,
+    timeframe: Timeframe | None = None,
 ) -> list[dg.AssetCheckResult]:
-    """`value_domains` and `pending_resolved` of one label set over `slices` (None: the whole table)."""
+    """`value_domains` and `pending_resolved` of one label set over `slices` (None: the whole table),
+    for bars of `timeframe` (default: the settings')."""
     scope = _scope(label_set.table, slices)
     rules = quality.label_rules(label_set.kind, label_set.horizon)
-    horizon, reach = halo_bars(label_set), halo_sessions(label_set, get_settings().timeframe)
+    horizon, reach = halo_bars(label_set), halo_sessions(label_set, timeframe or get_settings().timeframe)
     until: dt.date | None = None
     if slices is not None:  # bars the run's last rows can still reach: H bars span at most `reach` sessions
         until = calendar.offset(max(day for _, day in slices), reach + 1)
@@ -161,9 +171,12 @@ def label_checks(
         "examples": _table(pending.examples),
     }
     duplicated = dups.counts.get("duplicated_keys", 0)
+    # Named with their asset: one multi-asset holds every label set's checks under the same names.
+    key = dg.AssetKey(["labels", label_set.name])
     return [
-        _violations("value_domains", found, "label domains", duplicate_keys=duplicated),
+        _violations("value_domains", found, "label domains", asset_key=key, duplicate_keys=duplicated),
         dg.AssetCheckResult(
+            asset_key=key,
             check_name="pending_resolved",
             passed=pending.stale == 0 and pending.beyond_reach == 0,
             severity=ERROR if pending.stale else WARN,

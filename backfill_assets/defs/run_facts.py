@@ -34,8 +34,13 @@ def partition_facts(rows: int, span: tuple[pd.Timestamp, pd.Timestamp] | None) -
     }
 
 
-def add_partition_facts(context: dg.AssetExecutionContext, facts: Mapping[Slice, dict[str, Any]]) -> None:
-    """Attach each partition's facts to its own materialization event.
+def add_partition_facts(
+    context: dg.AssetExecutionContext,
+    facts: Mapping[Slice, dict[str, Any]],
+    asset_key: dg.AssetKey | None = None,
+) -> None:
+    """Attach each partition's facts to its own materialization event (of `asset_key`, default the
+    asset's own key: a multi-asset names the one).
 
     The public `context.add_asset_metadata(..., partition_key=k)` lists the run's whole partition
     range, reading the dynamic partitions from the instance, on every call: O(run) per partition,
@@ -43,6 +48,7 @@ def add_partition_facts(context: dg.AssetExecutionContext, facts: Mapping[Slice,
     the same accumulator that method fills (no public way to add many at once; 1.13.27 is pinned and
     the tests read the metadata back, so a change in Dagster fails them, not a user's run).
     """
+    asset_key = asset_key or context.asset_key
     keys = {partition_key(key): metadata for key, metadata in facts.items()}
     unknown = keys.keys() - set(context.partition_keys)
     if unknown:
@@ -51,17 +57,19 @@ def add_partition_facts(context: dg.AssetExecutionContext, facts: Mapping[Slice,
     accumulator = getattr(step, "_metadata_accumulator", None)
     if accumulator is None:  # a Dagster without the accumulator: the slow public way
         for key, metadata in keys.items():
-            context.add_asset_metadata(metadata, partition_key=key)
+            context.add_asset_metadata(metadata, asset_key=asset_key, partition_key=key)
         return
     for key, metadata in keys.items():
         accumulator = accumulator.with_additional_asset_metadata(
-            asset_key=context.asset_key, partition_key=key, metadata=metadata
+            asset_key=asset_key, partition_key=key, metadata=metadata
         )
     step._metadata_accumulator = accumulator  # type: ignore[union-attr]
 
 
 def partition_materializations(
-    context: dg.AssetExecutionContext, facts: Mapping[Slice, dict[str, Any]]
+    context: dg.AssetExecutionContext,
+    facts: Mapping[Slice, dict[str, Any]],
+    asset_key: dg.AssetKey | None = None,
 ) -> Iterator[dg.AssetMaterialization]:
     """One materialization per partition that landed, yielded by the asset itself (a streamed
     chunk, or what landed before a run failed).
@@ -70,7 +78,8 @@ def partition_materializations(
     the data version Dagster derives from it, the backfill and each partition dimension, so lineage,
     staleness and per-dimension queries read them alike.
     """
-    code_version = context.assets_def.code_versions_by_key.get(context.asset_key) or context.run.run_id
+    asset_key = asset_key or context.asset_key
+    code_version = context.assets_def.code_versions_by_key.get(asset_key) or context.run.run_id
     tags = {
         "dagster/code_version": code_version,
         "dagster/data_version": hashlib.sha256(code_version.encode()).hexdigest(),
@@ -79,7 +88,7 @@ def partition_materializations(
         tags["dagster/backfill"] = backfill
     for (ticker, day), metadata in facts.items():
         yield dg.AssetMaterialization(
-            context.asset_key,
+            asset_key,
             partition=partition_key((ticker, day)),
             metadata=metadata,
             tags=tags | {f"dagster/partition/{DATE}": day.isoformat(), f"dagster/partition/{TICKER}": ticker},
@@ -118,11 +127,12 @@ def hold_instance_connection(context: dg.AssetExecutionContext) -> None:
     context.instance.optimize_for_webserver(statement_timeout=0, pool_recycle=3600, max_overflow=2)
 
 
-def record_run_facts(context: dg.AssetExecutionContext, metadata: Mapping[str, Any]) -> None:
+def record_run_facts(
+    context: dg.AssetExecutionContext, metadata: Mapping[str, Any], asset_key: dg.AssetKey | None = None
+) -> None:
     """The run's figures, once: one observation of the asset, whatever the number of partitions."""
-    context.log_event(
-        dg.AssetObservation(context.asset_key, metadata=dict(metadata), tags={RUN_FACTS: context.run.run_id})
-    )
+    key = asset_key or context.asset_key
+    context.log_event(dg.AssetObservation(key, metadata=dict(metadata), tags={RUN_FACTS: context.run.run_id}))
 
 
 def run_facts(instance: dg.DagsterInstance, run_id: str, asset_key: dg.AssetKey) -> dict[str, Any]:

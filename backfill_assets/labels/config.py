@@ -3,10 +3,12 @@
 Every value is checked when definitions load; an error names the file, the entry and the bad value.
 """
 
+import hashlib
+import json
 import math
 import os
 import re
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +18,9 @@ KINDS = ("triple_barrier", "vol_scaled_return", "mfe_mae")
 TIE_RULES = ("open", "stop_loss", "take_profit")  # kernel codes 0, 1, 2
 NAME_PATTERN = re.compile(r"^[a-z][a-z0-9_]{0,47}$")
 DEFAULT_FILE = Path(__file__).resolve().parents[2] / "label_sets.yaml"
+# Bumped whenever the meaning of a stored label changes for the same parameters (a kernel's rule,
+# the warm-up): it is part of every set's version, so Dagster marks every label partition stale.
+DEFINITIONS_VERSION = 2
 KEYS = {
     "name", "kind", "horizon", "pt", "sl", "span", "min_trgt", "tie_rule", "cross_session",
     "scale_by_trgt", "description",
@@ -49,6 +54,16 @@ class LabelSet:
     @property
     def tie_code(self) -> int:
         return TIE_RULES.index(self.tie_rule)
+
+    def parameters(self, timeframe: str) -> dict[str, Any]:
+        """Everything a stored label value depends on (not the name or the description)."""
+        values = {k: v for k, v in asdict(self).items() if k not in ("name", "description")}
+        return values | {"timeframe": timeframe, "definitions": DEFINITIONS_VERSION}
+
+    def version(self, timeframe: str) -> str:
+        """A short hash of `parameters`: the asset's code_version and the label table's stamp."""
+        canonical = json.dumps(self.parameters(timeframe), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(canonical.encode()).hexdigest()[:16]
 
 
 def _number(where: str, key: str, value: Any, *, integer: bool, minimum: float) -> Any:

@@ -11,7 +11,7 @@ a range, or everything at once give the same values bit for bit, and a run reads
 import datetime as dt
 import math
 import time
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -49,19 +49,30 @@ def warmup_sessions(label_set: LabelSet, timeframe: Timeframe) -> int:
     return math.ceil(bars / timeframe.bars_per_session) + (0 if timeframe.is_daily else 1)
 
 
-def window_anchors(history: pd.DataFrame, calendar: TradingCalendar, warmup: int) -> np.ndarray:
+def session_positions(history: pd.DataFrame, calendar: TradingCalendar) -> tuple[np.ndarray, np.ndarray]:
+    """Per bar of `history`: its ticker's code and its session's position in the calendar."""
+    days = history["session_date"].to_numpy().astype("datetime64[D]")
+    inverse, unique = pd.factorize(days)  # hashing: a read holds few distinct sessions
+    positions = np.array([calendar.position(pd.Timestamp(d).date()) for d in unique], dtype=np.int64)
+    codes = pd.Categorical(history["ticker"]).codes.astype(np.int64)
+    return codes, positions[inverse]
+
+
+def window_anchors(
+    history: pd.DataFrame,
+    calendar: TradingCalendar,
+    warmup: int,
+    keys: tuple[np.ndarray, np.ndarray] | None = None,
+) -> np.ndarray:
     """Per bar of `history` (ordered by ticker, ts): the index of its ticker's first bar in or after
-    the session `warmup` sessions before the bar's own, where its sigma's EWM starts."""
+    the session `warmup` sessions before the bar's own, where its sigma's EWM starts (`keys`: the
+    `session_positions` of `history`, when several sets share one read)."""
     if history.empty:
         return np.zeros(0, dtype=np.int64)
-    days = history["session_date"].to_numpy().astype("datetime64[D]")
-    unique, inverse = np.unique(days, return_inverse=True)
-    positions = np.array([calendar.position(d.astype(dt.date)) for d in unique], dtype=np.int64)[inverse]
-    codes = pd.Categorical(history["ticker"]).codes.astype(np.int64)
-    keys = codes << 32 | positions
-    return np.searchsorted(keys, codes << 32 | np.maximum(positions - warmup, 0), side="left").astype(
-        np.int64
-    )
+    codes, positions = keys or session_positions(history, calendar)
+    ordered = codes << 32 | positions
+    start = codes << 32 | np.maximum(positions - warmup, 0)
+    return np.searchsorted(ordered, start, side="left").astype(np.int64)
 
 
 def _in_slices(labels: pd.DataFrame, wanted: set[Slice]) -> np.ndarray:
@@ -93,25 +104,62 @@ def materialize_labels(
     timeframe: Timeframe,
 ) -> LabelReport:
     """Replace the rows of `slices` in `labels_<name>` with freshly computed labels."""
+    return materialize_label_sets([label_set], slices, store, calendar, timeframe)[label_set.name]
+
+
+def read_window(label_sets: Sequence[LabelSet], timeframe: Timeframe) -> tuple[int, int]:
+    """(warm-up sessions, halo bars) one read must cover for every set of `label_sets`."""
+    return max(warmup_sessions(s, timeframe) for s in label_sets), max(map(halo_bars, label_sets))
+
+
+def materialize_label_sets(
+    label_sets: Sequence[LabelSet],
+    slices: Collection[Slice],
+    store: LabelStore,
+    calendar: TradingCalendar,
+    timeframe: Timeframe,
+) -> dict[str, LabelReport]:
+    """Replace the rows of `slices` in every set's table from one read of the bars, by set name.
+
+    The read covers the widest warm-up and halo of the sets; each set's EWM still starts at its own
+    anchor and its rows see at least their own H bars, so every value equals its set's own read.
+    """
     started = time.monotonic()
+    tf = timeframe.name
+    for label_set in label_sets:  # refused before any read or write if a table holds other parameters
+        store.claim_version(label_set.table, label_set.version(tf), label_set.parameters(tf))
     wanted = set(slices)
-    warmup = warmup_sessions(label_set, timeframe)
+    warmup, halo = read_window(label_sets, timeframe)
     since = calendar.offset(min(day for _, day in wanted), -warmup)
     last: dt.date = max(day for _, day in wanted)
-    history = store.read_history({t for t, _ in wanted}, since, last, halo_bars(label_set))
-    labels = compute_labels(label_set, history, window_anchors(history, calendar, warmup))
-    rows = labels[_in_slices(labels, wanted)].reset_index(drop=True)
-    store.replace_labels(label_set.table, output_types(label_set), rows, wanted)
-    counts = rows.groupby(["ticker", "session_date"], observed=True).size()
+    history = store.read_history({t for t, _ in wanted}, since, last, halo)
+    # Every set labels every bar read, row for row: which rows are the run's, and how many per
+    # slice, is the same for all of them.
+    mine = _in_slices(history, wanted)
+    counts = history[mine].groupby(["ticker", "session_date"], observed=True).size()
     written = {
         (str(t), pd.Timestamp(d).date()): int(n) for (t, d), n in zip(counts.index, counts, strict=True)
     }
-    return LabelReport(
-        rows={key: written.get(key, 0) for key in sorted(wanted)},
-        pending=int(rows["pending"].sum()),
-        read_bars=len(history),
-        duration_s=time.monotonic() - started,
-    )
+    keys = session_positions(history, calendar) if len(history) else None
+    read_s = time.monotonic() - started
+    reports: dict[str, LabelReport] = {}
+    anchors_by_warmup: dict[int, np.ndarray] = {}
+    sigmas: dict[tuple[int, int], np.ndarray] = {}  # sets of one span share sigma
+    for label_set in label_sets:
+        began = time.monotonic()
+        warm = warmup_sessions(label_set, timeframe)
+        if warm not in anchors_by_warmup:
+            anchors_by_warmup[warm] = window_anchors(history, calendar, warm, keys)
+        labels = compute_labels(label_set, history, anchors_by_warmup[warm], sigmas)
+        rows = labels[mine].reset_index(drop=True)
+        store.replace_labels(label_set.table, output_types(label_set), rows, wanted)
+        reports[label_set.name] = LabelReport(
+            rows={key: written.get(key, 0) for key in sorted(wanted)},
+            pending=int(rows["pending"].sum()),
+            read_bars=len(history),
+            duration_s=read_s / len(label_sets) + time.monotonic() - began,
+        )
+    return reports
 
 
 def label_chunks(

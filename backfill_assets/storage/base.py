@@ -3,7 +3,7 @@
 import datetime as dt
 from collections.abc import Collection, Mapping
 from contextlib import AbstractContextManager
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import pandas as pd
 
@@ -74,6 +74,15 @@ class LabelStore(Protocol):
 
     def read_labels(self, table: str) -> pd.DataFrame:
         """The whole label table ordered by (ticker, ts); empty if it does not exist yet."""
+        ...
+
+    def claim_version(self, table: str, version: str, parameters: dict[str, Any]) -> None:
+        """Record `version` as the table's on its first write; refuse (label_versions.LabelVersionError)
+        if its rows were made with another version. Nothing is written on a refusal."""
+        ...
+
+    def drop_labels(self, table: str) -> int:
+        """Drop `table` and its version stamp; the number of rows it held."""
         ...
 
 

@@ -6,9 +6,11 @@ slices and inserts the new rows in one transaction.
 
 import datetime as dt
 from collections.abc import Collection, Mapping
+from typing import Any
 
 import pandas as pd
 
+from backfill_assets.storage import label_versions as versions
 from backfill_assets.storage.base import Slice, valid_table
 from backfill_assets.storage.duckdb_store import DuckDBBarStore
 from backfill_assets.storage.sql import table_exists
@@ -21,6 +23,40 @@ class DuckDBLabelStore:
 
     def __init__(self, bars: DuckDBBarStore) -> None:
         self.bars = bars
+        self._claimed: set[tuple[str, str]] = set()
+
+    def claim_version(self, table: str, version: str, parameters: dict[str, Any]) -> None:
+        """Record `version` as the table's, or refuse if its rows were made with another one."""
+        if (table, version) in self._claimed:
+            return
+        name = valid_table(table)
+        self.bars.path.parent.mkdir(parents=True, exist_ok=True)
+        with self.bars.connect(read_only=False) as con:  # the writer's lock: one claim at a time
+            con.execute(versions.VERSIONS_DDL)
+            stamp = con.execute(versions.SELECT_STAMP, [table]).fetchone()
+            exists = table_exists(con, table)
+            has_rows = exists and bool(con.execute(f"SELECT 1 FROM {name} LIMIT 1").fetchall())
+            if versions.check_stamp(table, stamp, has_rows, version, parameters):
+                con.execute(versions.DELETE_STAMP, [table])
+                con.execute(versions.INSERT_STAMP, [table, version, versions.encode(parameters)])
+        self._claimed.add((table, version))
+
+    def drop_labels(self, table: str) -> int:
+        """Drop `table` and its version stamp; the number of rows it held."""
+        name = valid_table(table)
+        if not self.bars.path.exists():
+            return 0
+        with self.bars.connect(read_only=False) as con:
+            rows = 0
+            if table_exists(con, table):
+                rows = int(con.execute(f"SELECT count(*) FROM {name}").fetchall()[0][0])
+            con.execute("BEGIN TRANSACTION")
+            con.execute(f"DROP TABLE IF EXISTS {name}")
+            if table_exists(con, "label_versions"):
+                con.execute(versions.DELETE_STAMP, [table])
+            con.execute("COMMIT")
+        self._claimed = {c for c in self._claimed if c[0] != table}
+        return rows
 
     def read_history(
         self, tickers: Collection[str], since: dt.date, last: dt.date, halo_bars: int

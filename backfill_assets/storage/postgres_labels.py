@@ -6,12 +6,14 @@ on insert and lets a slice delete find its rows through the index.
 
 import datetime as dt
 from collections.abc import Collection, Mapping
+from typing import Any
 
 import pandas as pd
 
+from backfill_assets.storage import label_versions as versions
 from backfill_assets.storage.base import Slice, valid_table
-from backfill_assets.storage.postgres_copy import copy_out, select_list
-from backfill_assets.storage.postgres_store import PostgresStore, table_columns
+from backfill_assets.storage.postgres_copy import copy_out, copy_out_not_null, select_list
+from backfill_assets.storage.postgres_store import LOCK_CLASS, PostgresStore, table_columns
 
 KEY_TYPES = {"ticker": "VARCHAR", "ts": "TIMESTAMPTZ", "session_date": "DATE"}
 HISTORY_TYPES = {"code": "INTEGER", "ts": "TIMESTAMPTZ", "session_date": "DATE"} | {
@@ -24,9 +26,48 @@ FROM_PG = {
 }  # fmt: skip
 
 
+def _pg(sql: str) -> str:
+    return sql.replace("?", "%s")
+
+
 class PostgresLabelStore:
     def __init__(self, bars: PostgresStore) -> None:
         self.bars = bars
+        self._claimed: set[tuple[str, str]] = set()
+
+    def claim_version(self, table: str, version: str, parameters: dict[str, Any]) -> None:
+        """Record `version` as the table's, or refuse if its rows were made with another one."""
+        if (table, version) in self._claimed:
+            return
+        name = valid_table(table)
+        with self.bars.connect() as conn:
+            conn.execute("SELECT pg_advisory_xact_lock(%s, 0)", (LOCK_CLASS,))  # with schema changes
+            conn.execute(f'CREATE SCHEMA IF NOT EXISTS "{self.bars.schema}"')
+            conn.execute(versions.VERSIONS_DDL)
+            stamp = conn.execute(_pg(versions.SELECT_STAMP), (table,)).fetchone()
+            has_rows = bool(table_columns(conn, table)) and bool(
+                conn.execute(f"SELECT 1 FROM {name} LIMIT 1").fetchone()
+            )
+            if versions.check_stamp(table, stamp, has_rows, version, parameters):
+                conn.execute(_pg(versions.DELETE_STAMP), (table,))
+                conn.execute(_pg(versions.INSERT_STAMP), (table, version, versions.encode(parameters)))
+        self._claimed.add((table, version))
+
+    def drop_labels(self, table: str) -> int:
+        """Drop `table`, its version stamp and its schema record; the number of rows it held."""
+        name = valid_table(table)
+        with self.bars.connect() as conn:
+            conn.execute("SELECT pg_advisory_xact_lock(%s, 0)", (LOCK_CLASS,))
+            if not table_columns(conn, table):
+                return 0
+            rows = conn.execute(f"SELECT count(*) FROM {name}").fetchone()
+            conn.execute(f"DROP TABLE {name}")
+            for registry in ("label_versions", "backfill_schema"):
+                if table_columns(conn, registry):
+                    conn.execute(f"DELETE FROM {registry} WHERE table_name = %s", (table,))
+        self.bars._ready.discard(table)
+        self._claimed = {c for c in self._claimed if c[0] != table}
+        return int(rows[0]) if rows else 0
 
     def read_history(
         self, tickers: Collection[str], since: dt.date, last: dt.date, halo_bars: int
@@ -52,7 +93,7 @@ class PostgresLabelStore:
             if not reader.table_exists("bars"):
                 return empty
             params = {"tickers": names, "since": since, "last": last, "halo": int(halo_bars)}
-            frame = copy_out(reader.conn, query, params, HISTORY_TYPES)
+            frame = copy_out_not_null(reader.conn, query, params, HISTORY_TYPES)  # bars are NOT NULL
         ticker = pd.Categorical.from_codes(frame.pop("code").to_numpy(), categories=pd.Index(names))
         frame.insert(0, "ticker", pd.Series(ticker))
         return frame
