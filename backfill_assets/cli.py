@@ -155,10 +155,7 @@ def _labels(args: argparse.Namespace) -> int:
     changed), so the next backfill writes it afresh."""
     from backfill_assets.labels.config import load_label_sets
     from backfill_assets.storage.base import StoreError
-    from backfill_assets.storage.duckdb_labels import DuckDBLabelStore
-    from backfill_assets.storage.open import open_store
-    from backfill_assets.storage.postgres_labels import PostgresLabelStore
-    from backfill_assets.storage.postgres_store import PostgresStore
+    from backfill_assets.storage.open import label_store, open_store
 
     sets = {s.name: s for s in load_label_sets()}
     if args.name not in sets:
@@ -167,9 +164,8 @@ def _labels(args: argparse.Namespace) -> int:
     if not args.yes:
         raise SettingsError(f"`labels reset {args.name}` drops table {table} and every row in it: add --yes")
     store = open_store(load_settings())
-    labels = PostgresLabelStore(store) if isinstance(store, PostgresStore) else DuckDBLabelStore(store)
     try:
-        dropped = labels.drop_labels(table)
+        dropped = label_store(store).drop_labels(table)
     except StoreError as exc:  # nothing was dropped
         print(f"error: {exc}", file=sys.stderr)
         return 1

@@ -21,7 +21,7 @@ from backfill_assets.labels.materialize import materialize_labels
 from backfill_assets.storage.duckdb_labels import DuckDBLabelStore
 from backfill_assets.storage.duckdb_store import DuckDBBarStore
 from backfill_assets.storage.label_versions import LabelVersionError
-from backfill_assets.storage.postgres_labels import PostgresLabelStore
+from backfill_assets.storage.open import label_store
 from backfill_assets.storage.postgres_store import PostgresStore
 from backfill_assets.timeframes import TIMEFRAMES
 from backfill_assets_tests.conftest import BIN, run
@@ -35,10 +35,6 @@ EXCURSION = LabelSet("excursion", "mfe_mae", horizon=30, span=20, min_trgt=1e-4)
 
 def digest(frame: pd.DataFrame) -> str:
     return hashlib.sha256(pd.util.hash_pandas_object(frame, index=False).to_numpy().tobytes()).hexdigest()
-
-
-def label_store(store: DuckDBBarStore | PostgresStore) -> DuckDBLabelStore | PostgresLabelStore:
-    return PostgresLabelStore(store) if isinstance(store, PostgresStore) else DuckDBLabelStore(store)
 
 
 def test_parameters_are_the_code_version_and_the_name_is_not() -> None:

@@ -16,6 +16,7 @@ from backfill_assets.defs.providers import (
 )
 from backfill_assets.defs.resources import BarStoreResource
 from backfill_assets.defs.run_facts import (
+    EXAMPLES,
     add_partition_facts,
     hold_instance_connection,
     partition_facts,
@@ -29,8 +30,6 @@ from backfill_assets.memory import MemoryBudgetError, peak_rss_mb
 from backfill_assets.settings import get_settings
 from backfill_assets.storage.base import Slice
 from backfill_assets.symbols import InvalidTickerError
-
-EXAMPLES = 20  # partitions named in a run's metadata; the counts say how many there are in all
 
 
 def _partition_facts(report: IngestReport) -> dict[Slice, dict[str, Any]]:

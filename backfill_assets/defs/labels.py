@@ -30,6 +30,7 @@ from backfill_assets.defs.partitions import (
 )
 from backfill_assets.defs.resources import BarStoreResource
 from backfill_assets.defs.run_facts import (
+    EXAMPLES,
     add_partition_facts,
     hold_instance_connection,
     partition_key,
@@ -52,8 +53,6 @@ from backfill_assets.settings import get_settings
 from backfill_assets.storage.label_versions import LabelVersionError
 from backfill_assets.symbols import InvalidTickerError
 from backfill_assets.timeframes import Timeframe
-
-EXAMPLES = 20  # partitions named in a failure; the count says how many there are in all
 
 # Recompute a label partition when any bars partition it reads was updated (new later bars turn
 # pending rows into labels), once nothing it depends on is still running.
@@ -141,12 +140,14 @@ def label_assets(label_sets: Sequence[LabelSet], timeframe: Timeframe | None = N
                 budget.guard()
         except (MemoryBudgetError, LabelVersionError) as exc:
             raise dg.Failure(description=str(exc), allow_retries=False) from None
-        no_bars: list[str] = []
+        reports = {s.name: merge_reports([chunk[s.name] for chunk in chunks]) for s in selected}
+        # One read feeds every set row for row: the partitions without bars are the same for all.
+        rows = reports[selected[0].name].rows
+        no_bars = sorted(partition_key(key) for key, n in rows.items() if not n)
         for label_set in selected:
-            report = merge_reports([chunk[label_set.name] for chunk in chunks])
-            no_bars = sorted(partition_key(key) for key, n in report.rows.items() if not n)
+            report = reports[label_set.name]
             yield from _finish(context, label_set, report, bar_store, tf, len(chunks), bool(no_bars))
-        if no_bars:  # the same partitions lack bars for every set
+        if no_bars:
             raise dg.Failure(
                 description=f"{len(no_bars)} label partition(s) have no bars stored, e.g. "
                 f"{', '.join(no_bars[:3])}: materialize bars for them first (a session before a "

@@ -17,9 +17,8 @@ from backfill_assets.memory import MemoryBudget
 from backfill_assets.providers.alpaca import DEFAULT_URL
 from backfill_assets.settings import Settings, get_settings
 from backfill_assets.storage.base import LabelStore
-from backfill_assets.storage.duckdb_labels import DuckDBLabelStore
 from backfill_assets.storage.duckdb_store import DuckDBBarStore
-from backfill_assets.storage.postgres_labels import PostgresLabelStore
+from backfill_assets.storage.open import label_store
 from backfill_assets.storage.postgres_store import PostgresStore
 
 
@@ -49,10 +48,7 @@ class BarStoreResource(dg.ConfigurableResource):
         return DuckDBBarStore(Path(self.duckdb_path), self.lock_timeout_s)
 
     def labels(self) -> LabelStore:
-        store = self.build()
-        if isinstance(store, PostgresStore):
-            return PostgresLabelStore(store)
-        return DuckDBLabelStore(store)
+        return label_store(self.build())
 
     def memory_budget(self) -> MemoryBudget:
         return MemoryBudget(float(self.memory_budget_mb))

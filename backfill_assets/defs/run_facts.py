@@ -17,6 +17,7 @@ from backfill_assets.defs.partitions import DATE, TICKER
 from backfill_assets.storage.base import Slice
 
 RUN_FACTS = "backfill_assets/run_facts"  # tag on the observation, to find it among the run's events
+EXAMPLES = 20  # partitions named in a run's metadata or failure; the counts say how many in all
 
 
 def partition_key(key: Slice) -> str:

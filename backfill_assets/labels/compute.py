@@ -55,11 +55,11 @@ def compute_labels(
     label_set: LabelSet,
     bars: pd.DataFrame,
     anchors: np.ndarray | None = None,
-    sigmas: dict[tuple[int, int], np.ndarray] | None = None,
+    sigmas: dict[int, np.ndarray] | None = None,
 ) -> pd.DataFrame:
     """Label every bar of `bars` (ordered by ticker, ts), sigma's EWM over all of a ticker's bars in
     `bars`, or with `anchors` from each bar's anchor bar (see materialize.window_anchors).
-    `sigmas` caches sigma by (span, id of anchors) for sets labelling the same bars."""
+    `sigmas`: sigma by span, shared by the sets labelling these bars with these anchors."""
     if bars.empty:
         return pd.DataFrame(columns=[*KEY_COLUMNS, *output_types(label_set)])
     codes = pd.factorize(bars["ticker"], sort=False)[0]
@@ -70,10 +70,11 @@ def compute_labels(
     seg_end, seg_final = segments(codes, days, label_set.cross_session)
     h = label_set.horizon
     cache = sigmas if sigmas is not None else {}
-    key = (label_set.span, id(anchors))
-    if key not in cache:
-        cache[key] = kernels.ewm_sigma(arrays["close"], ticker_starts(codes), label_set.span, anchors)
-    sigma = cache[key]
+    if label_set.span not in cache:
+        cache[label_set.span] = kernels.ewm_sigma(
+            arrays["close"], ticker_starts(codes), label_set.span, anchors
+        )
+    sigma = cache[label_set.span]
     trgt = kernels.barrier_unit(sigma, h)
     values: dict[str, np.ndarray]
     if label_set.kind == "triple_barrier":

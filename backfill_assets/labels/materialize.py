@@ -143,14 +143,15 @@ def materialize_label_sets(
     keys = session_positions(history, calendar) if len(history) else None
     read_s = time.monotonic() - started
     reports: dict[str, LabelReport] = {}
-    anchors_by_warmup: dict[int, np.ndarray] = {}
-    sigmas: dict[tuple[int, int], np.ndarray] = {}  # sets of one span share sigma
+    # Per warm-up: its anchors, and sigma by span (sets of one span and warm-up share both).
+    windows: dict[int, tuple[np.ndarray, dict[int, np.ndarray]]] = {}
     for label_set in label_sets:
         began = time.monotonic()
         warm = warmup_sessions(label_set, timeframe)
-        if warm not in anchors_by_warmup:
-            anchors_by_warmup[warm] = window_anchors(history, calendar, warm, keys)
-        labels = compute_labels(label_set, history, anchors_by_warmup[warm], sigmas)
+        if warm not in windows:
+            windows[warm] = (window_anchors(history, calendar, warm, keys), {})
+        anchors, sigmas = windows[warm]
+        labels = compute_labels(label_set, history, anchors, sigmas)
         rows = labels[mine].reset_index(drop=True)
         store.replace_labels(label_set.table, output_types(label_set), rows, wanted)
         reports[label_set.name] = LabelReport(

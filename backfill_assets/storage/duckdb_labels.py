@@ -37,7 +37,6 @@ class DuckDBLabelStore:
             exists = table_exists(con, table)
             has_rows = exists and bool(con.execute(f"SELECT 1 FROM {name} LIMIT 1").fetchall())
             if versions.check_stamp(table, stamp, has_rows, version, parameters):
-                con.execute(versions.DELETE_STAMP, [table])
                 con.execute(versions.INSERT_STAMP, [table, version, versions.encode(parameters)])
         self._claimed.add((table, version))
 

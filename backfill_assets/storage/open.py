@@ -3,7 +3,10 @@
 import os
 
 from backfill_assets.settings import Settings
+from backfill_assets.storage.base import LabelStore
+from backfill_assets.storage.duckdb_labels import DuckDBLabelStore
 from backfill_assets.storage.duckdb_store import DuckDBBarStore
+from backfill_assets.storage.postgres_labels import PostgresLabelStore
 from backfill_assets.storage.postgres_store import PostgresStore
 
 
@@ -11,3 +14,10 @@ def open_store(settings: Settings) -> DuckDBBarStore | PostgresStore:
     if settings.store == "postgres":
         return PostgresStore(os.environ["BACKFILL_POSTGRES_URL"], settings.postgres_schema)
     return DuckDBBarStore(settings.duckdb_path)
+
+
+def label_store(store: DuckDBBarStore | PostgresStore) -> LabelStore:
+    """The label tables beside `store`'s bars, in the same database."""
+    if isinstance(store, PostgresStore):
+        return PostgresLabelStore(store)
+    return DuckDBLabelStore(store)

@@ -126,15 +126,18 @@ def select_list(types: Mapping[str, str]) -> str:
     return ", ".join(parts)
 
 
+def _copy_to_bytes(
+    conn: psycopg.Connection[Any], query: str, params: Mapping[str, Any], options: str
+) -> bytes:
+    with conn.cursor() as cur, cur.copy(f"COPY ({query}) TO STDOUT ({options})", params) as copy:
+        return b"".join(bytes(block) for block in copy)
+
+
 def copy_out(
     conn: psycopg.Connection[Any], query: str, params: Mapping[str, Any], types: Mapping[str, str]
 ) -> pd.DataFrame:
     """Rows of `query` (selecting `select_list(types)`) as a frame with DuckDB's dtypes for `types`."""
-    chunks: list[bytes] = []
-    with conn.cursor() as cur, cur.copy(f"COPY ({query}) TO STDOUT (FORMAT CSV, HEADER)", params) as copy:
-        for data in copy:
-            chunks.append(bytes(data))
-    text = io.BytesIO(b"".join(chunks))
+    text = io.BytesIO(_copy_to_bytes(conn, query, params, "FORMAT CSV, HEADER"))
     strings = {c: str for c, t in types.items() if t.upper() == "VARCHAR"}
     # pandas 3 parses floats exactly by default (tested bit for bit in test_storage_postgres).
     raw = pd.read_csv(text, dtype=strings, keep_default_na=False, na_values=[""])
@@ -153,8 +156,7 @@ def copy_out_not_null(
     for i, (column, kind) in enumerate(types.items()):
         layout += [(f"l{i}", ">i4"), (column, BINARY_FIELDS[kind.upper()])]
     row = np.dtype(layout)
-    with conn.cursor() as cur, cur.copy(f"COPY ({query}) TO STDOUT (FORMAT BINARY)", params) as copy:
-        data = b"".join(bytes(block) for block in copy)
+    data = _copy_to_bytes(conn, query, params, "FORMAT BINARY")
     # header: 11-byte signature, 4 bytes of flags, the header extension's length, the extension
     start = len(SIGNATURE) + int.from_bytes(data[len(SIGNATURE) - 4 : len(SIGNATURE)], "big")
     body = len(data) - start - len(TRAILER)

@@ -49,7 +49,6 @@ class PostgresLabelStore:
                 conn.execute(f"SELECT 1 FROM {name} LIMIT 1").fetchone()
             )
             if versions.check_stamp(table, stamp, has_rows, version, parameters):
-                conn.execute(_pg(versions.DELETE_STAMP), (table,))
                 conn.execute(_pg(versions.INSERT_STAMP), (table, version, versions.encode(parameters)))
         self._claimed.add((table, version))
 
