@@ -58,27 +58,41 @@ class Labels:
 
     def correct(self, ticker: str, day: D) -> None:
         """A vendor correction of one session, re-fetched: new prices stored, bars re-materialized."""
-        frame = self.bars.read_bars([ticker], day, day)
-        for column in ("open", "high", "low", "close"):
-            frame[column] = frame[column] * (1.01 + 0.004 * np.sin(np.arange(len(frame))))
-        frame["high"] = frame[["open", "high", "low", "close"]].max(axis=1)
-        frame["low"] = frame[["open", "high", "low", "close"]].min(axis=1)
-        self.bars.replace_bars(frame, [(ticker, day)])
+        self.bars.replace_bars(corrected(self.bars, ticker, day), [(ticker, day)])
         self.instance.report_runless_asset_event(dg.AssetMaterialization("bars", partition=f"{day}|{ticker}"))
 
     def from_scratch(self, first: D, last: D, calendar: TradingCalendar) -> pd.DataFrame:
-        """The labels of first..last computed now from every stored bar, in the table's types."""
-        history = self.store.read_history({"AAPL", "MSFT"}, calendar.first_session, last, 0)
-        warmup = warmup_sessions(self.label_set, self.timeframe)
-        frame = compute_labels(self.label_set, history, window_anchors(history, calendar, warmup))
-        frame["session_date"] = frame["session_date"].dt.date
-        frame = frame[frame["session_date"] >= first].reset_index(drop=True)
-        table = self.table(first)
-        return frame.astype(table.dtypes.to_dict())
+        return from_scratch(self.store, self.label_set, self.timeframe, first, last, calendar)
 
     def table(self, first: D) -> pd.DataFrame:
         frame = self.store.read_labels(self.label_set.table)
         return frame[frame["session_date"] >= first].reset_index(drop=True)
+
+
+def corrected(store: DuckDBBarStore, ticker: str, day: D) -> pd.DataFrame:
+    """`ticker`'s stored bars of `day` with every price moved by a different ~1%: a vendor correction."""
+    frame = store.read_bars([ticker], day, day)
+    for column in ("open", "high", "low", "close"):
+        frame[column] = frame[column] * (1.01 + 0.004 * np.sin(np.arange(len(frame))))
+    frame["high"] = frame[["open", "high", "low", "close"]].max(axis=1)
+    frame["low"] = frame[["open", "high", "low", "close"]].min(axis=1)
+    return frame
+
+
+def from_scratch(
+    store: DuckDBLabelStore, label_set: LabelSet, tf: Timeframe, first: D, last: D, calendar: TradingCalendar
+) -> pd.DataFrame:
+    """The labels of first..last of the table's tickers computed now from every stored bar, in the
+    table's types."""
+    table = store.read_labels(label_set.table)
+    history = store.read_history(set(table["ticker"]), calendar.first_session, last, 0)
+    frame = compute_labels(
+        label_set, history, window_anchors(history, calendar, warmup_sessions(label_set, tf))
+    )
+    frame["session_date"] = frame["session_date"].dt.date
+    frame = frame[frame["session_date"] >= first].reset_index(drop=True)
+    table = table[table["session_date"] >= first].reset_index(drop=True)
+    return frame.astype(table.dtypes.to_dict())
 
 
 def window(sessions: list[D], day: D, before: int, after: int, ticker: str) -> set[str]:

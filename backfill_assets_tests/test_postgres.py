@@ -153,3 +153,40 @@ def test_the_bars_a_label_run_reads_are_the_same_on_both_stores(
     ]
     assert len(read[0]) == 2 * (2 * 390 + 45)
     pd.testing.assert_frame_equal(read[0], read[1], check_exact=True)  # binary COPY, bit for bit
+
+
+def test_every_column_type_and_null_lands_as_duckdb_stores_it(
+    pg_store: PostgresStore, store: DuckDBBarStore
+) -> None:
+    """Writes COPY typed binary rows straight into the table: each type, NULL in each nullable one,
+    text of several lengths (a row's width varies), the extremes of each integer width."""
+    types = {
+        "note": "VARCHAR", "x": "DOUBLE", "small": "TINYINT", "mid": "SMALLINT", "i": "INTEGER",
+        "big": "BIGINT", "flag": "BOOLEAN", "seen": "TIMESTAMPTZ", "day": "DATE",
+    }  # fmt: skip
+    instants = ["2024-01-02 14:30:00", "2024-01-02 14:31:00", "1999-12-31 23:59:59.999999"]
+    ts = pd.to_datetime(instants, utc=True, format="ISO8601")
+    frame = pd.DataFrame(
+        {
+            "ticker": ["AAPL", "AAPL", "BRK.B"],
+            "ts": ts,
+            "session_date": [dt.date(2024, 1, 2), dt.date(2024, 1, 2), dt.date(1999, 12, 31)],
+            "note": ["a", None, "überlang-text"],
+            "x": [float("nan"), -0.0, 1e-308],
+            "small": pd.array([-128, None, 127], dtype="Int8"),
+            "mid": pd.array([None, -32768, 32767], dtype="Int16"),
+            "i": pd.array([-(2**31), 2**31 - 1, None], dtype="Int32"),
+            "big": pd.array([2**62, None, -(2**63)], dtype="Int64"),
+            "flag": pd.array([True, None, False], dtype="boolean"),
+            "seen": [ts[2], pd.NaT, ts[0]],
+            "day": [dt.date(1970, 1, 1), None, dt.date(2099, 12, 31)],
+        }
+    )
+    slices = {("AAPL", dt.date(2024, 1, 2)), ("BRK.B", dt.date(1999, 12, 31))}
+    PostgresLabelStore(pg_store).replace_labels("labels_types", types, frame, slices)
+    DuckDBLabelStore(store).replace_labels("labels_types", types, frame, slices)
+    found = PostgresLabelStore(pg_store).read_labels("labels_types")
+    expected = DuckDBLabelStore(store).read_labels("labels_types")
+    pd.testing.assert_frame_equal(found, expected, check_dtype=False, check_exact=True)
+    assert found["x"].isna().tolist() == [True, False, False] and str(found["x"][1]) == "-0.0"
+    assert found["note"].tolist()[0] == "a" and pd.isna(found["note"][1])

@@ -1,9 +1,10 @@
 """Store write throughput: the same bars and labels into DuckDB and into Postgres, in one run.
 
 Bars: a first write (empty table) and a rewrite of the same slices (the delete included), through
-`replace_bars`. Labels: one label set's run (read the bars, compute, replace the label slices) and the
-label write alone. Postgres is the server of BACKFILL_BENCH_POSTGRES_URL (default: the local test
-server); the benchmark works in a schema of its own and drops it. Ratios are Postgres / DuckDB.
+`replace_bars`. Labels: one label set's run (read the bars, compute, replace the label slices), the
+label write alone, and every set from one read into empty tables, then rewritten. Postgres is the
+server of BACKFILL_BENCH_POSTGRES_URL (default: the local test server); the benchmark works in a
+schema of its own and drops it. Ratios are Postgres / DuckDB.
 Usage: python benchmarks/bench_store.py [--bars 1000000]
 """
 
@@ -24,7 +25,7 @@ from bench_labels import CALENDAR, as_stored, synthetic_bars  # run as a script:
 from report import publish  # run as a script: benchmarks/ is on sys.path
 
 from backfill_assets.labels.compute import compute_labels, output_types
-from backfill_assets.labels.config import load_label_sets
+from backfill_assets.labels.config import LabelSet, load_label_sets
 from backfill_assets.labels.materialize import materialize_label_sets, materialize_labels
 from backfill_assets.storage.base import LabelStore, Slice
 from backfill_assets.storage.duckdb_labels import DuckDBLabelStore
@@ -57,17 +58,31 @@ def measure(
     types = output_types(label_set)
     labels.claim_version(label_set.table, label_set.version("1Min"), label_set.parameters("1Min"))
     every = load_label_sets()
-    return times | {
-        f"labels ({label_set.name}): write only": seconds(
-            lambda: labels.replace_labels(label_set.table, types, computed, slices)
-        ),
-        f"labels ({label_set.name}): read + compute + write": seconds(
-            lambda: materialize_labels(label_set, slices, labels, CALENDAR, TIMEFRAMES["1Min"])
-        ),
-        f"labels, all {len(every)} sets from one read: read + compute + write": seconds(
-            lambda: materialize_label_sets(every, slices, labels, CALENDAR, TIMEFRAMES["1Min"])
-        ),
-    }
+    return (
+        times
+        | {
+            f"labels ({label_set.name}): write only": seconds(
+                lambda: labels.replace_labels(label_set.table, types, computed, slices)
+            ),
+            f"labels ({label_set.name}): read + compute + write": seconds(
+                lambda: materialize_labels(label_set, slices, labels, CALENDAR, TIMEFRAMES["1Min"])
+            ),
+        }
+        | all_sets(every, slices, labels)
+    )
+
+
+def all_sets(every: tuple[LabelSet, ...], slices: list[Slice], labels: LabelStore) -> dict[str, float]:
+    """Every set from one read into empty tables (a backfill, or a rebuild after `labels reset`),
+    then again over the same slices (each row deleted and rewritten)."""
+    for label_set in every:
+        labels.drop_labels(label_set.table)
+
+    def run() -> None:
+        materialize_label_sets(every, slices, labels, CALENDAR, TIMEFRAMES["1Min"])
+
+    stage = f"labels, all {len(every)} sets from one read: read + compute + write"
+    return {f"{stage}, empty tables": seconds(run), f"{stage}, rewrite of the same slices": seconds(run)}
 
 
 def main() -> None:

@@ -56,10 +56,12 @@ def compute_labels(
     bars: pd.DataFrame,
     anchors: np.ndarray | None = None,
     sigmas: dict[int, np.ndarray] | None = None,
+    keep: np.ndarray | None = None,
 ) -> pd.DataFrame:
     """Label every bar of `bars` (ordered by ticker, ts), sigma's EWM over all of a ticker's bars in
     `bars`, or with `anchors` from each bar's anchor bar (see materialize.window_anchors).
-    `sigmas`: sigma by span, shared by the sets labelling these bars with these anchors."""
+    `sigmas`: sigma by span, shared by the sets labelling these bars with these anchors.
+    `keep`: the positions of the rows to return (all of them if None)."""
     if bars.empty:
         return pd.DataFrame(columns=[*KEY_COLUMNS, *output_types(label_set)])
     codes = pd.factorize(bars["ticker"], sort=False)[0]
@@ -99,21 +101,34 @@ def compute_labels(
                 "mfe_trgt": np.where(valid, mfe / trgt, np.nan),
                 "mae_trgt": np.where(valid, mae / trgt, np.nan),
             }
-    return _frame(bars, values, trgt, state)
+    return _frame(bars, values, trgt, state, keep)
 
 
 def _frame(
-    bars: pd.DataFrame, values: Mapping[str, np.ndarray], trgt: np.ndarray, state: np.ndarray
+    bars: pd.DataFrame,
+    values: Mapping[str, np.ndarray],
+    trgt: np.ndarray,
+    state: np.ndarray,
+    keep: np.ndarray | None,
 ) -> pd.DataFrame:
-    labelled = state == LABELLED
-    frame = bars[list(KEY_COLUMNS)].reset_index(drop=True)
+    """The label table's rows, columns assembled without copies: a run's frame is millions of rows
+    per set, and pandas' default construction copies each column twice."""
+
+    def kept(array: np.ndarray) -> np.ndarray:
+        return array if keep is None else array[keep]
+
+    state = kept(state)
+    unlabelled = state != LABELLED
+    columns: dict[str, object] = {
+        c: bars[c].array if keep is None else bars[c].array.take(keep) for c in KEY_COLUMNS
+    }
     for name, array in values.items():
         if name in ("label", "bars_to_exit"):
-            frame[name] = pd.arrays.IntegerArray(array, ~labelled)
+            columns[name] = pd.arrays.IntegerArray(kept(array), unlabelled)
         elif name == "amb":
-            frame[name] = pd.arrays.BooleanArray(array, ~labelled)
+            columns[name] = pd.arrays.BooleanArray(kept(array), unlabelled)
         else:
-            frame[name] = np.where(labelled, array, np.nan)
-    frame["trgt"] = trgt
-    frame["pending"] = state == PENDING
-    return frame
+            columns[name] = np.where(unlabelled, np.nan, kept(array))
+    columns["trgt"] = kept(trgt)
+    columns["pending"] = state == PENDING
+    return pd.DataFrame(columns, copy=False)

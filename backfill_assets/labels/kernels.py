@@ -3,7 +3,8 @@
 Inputs are contiguous arrays of all tickers concatenated, ticker-major and time-ordered; see
 `reference.py` for `starts`, `seg_end`, `seg_final` and the state codes. The typed wrappers check
 shapes and domains once, so the kernels compile for one signature each and never see NaN prices.
-No fastmath: reassociation or fused multiply-adds would break equality with the reference.
+No fastmath: reassociation or fused multiply-adds would break equality with the reference. nogil: a
+label run writes one set's rows in a thread while the next set computes.
 """
 
 import math
@@ -22,7 +23,7 @@ BoolArray = npt.NDArray[np.bool_]
 Int8Array = npt.NDArray[np.int8]
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, nogil=True)
 def _ewm_sigma(close: FloatArray, blocks: IntArray, span: int) -> FloatArray:
     """Each block (anchor, first, end) runs the EWM from bar `anchor` and writes bars [first, end)."""
     out = np.full(close.shape[0], np.nan)
@@ -56,7 +57,7 @@ def _ewm_sigma(close: FloatArray, blocks: IntArray, span: int) -> FloatArray:
     return out
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, nogil=True)
 def _barrier_unit(sigma: FloatArray, horizon: int) -> FloatArray:
     root = math.sqrt(horizon)
     out = np.empty_like(sigma)
@@ -65,7 +66,7 @@ def _barrier_unit(sigma: FloatArray, horizon: int) -> FloatArray:
     return out
 
 
-@numba.njit(cache=True, inline="always")
+@numba.njit(cache=True, nogil=True, inline="always")
 def _path_end(t: int, horizon: int, seg_end: IntArray, seg_final: BoolArray) -> tuple[int, int]:
     last = seg_end[t] - 1
     if t + horizon <= last:
@@ -75,7 +76,7 @@ def _path_end(t: int, horizon: int, seg_end: IntArray, seg_final: BoolArray) -> 
     return last, LABELLED if last > t else NO_LABEL
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, nogil=True)
 def _triple_barrier(
     open_: FloatArray, high: FloatArray, low: FloatArray, close: FloatArray, trgt: FloatArray,
     seg_end: IntArray, seg_final: BoolArray, horizon: int, pt: float, sl: float, min_trgt: float,
@@ -127,7 +128,7 @@ def _triple_barrier(
     return label, bars, ret, amb, state
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, nogil=True)
 def _vol_scaled_return(
     close: FloatArray, trgt: FloatArray, seg_end: IntArray, seg_final: BoolArray, horizon: int,
     min_trgt: float,
@@ -146,7 +147,7 @@ def _vol_scaled_return(
     return vsr, state
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, nogil=True)
 def _mfe_mae(
     high: FloatArray, low: FloatArray, close: FloatArray, seg_end: IntArray, seg_final: BoolArray,
     horizon: int,

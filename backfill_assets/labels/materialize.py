@@ -12,6 +12,7 @@ import datetime as dt
 import math
 import time
 from collections.abc import Collection, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -136,6 +137,7 @@ def materialize_label_sets(
     # Every set labels every bar read, row for row: which rows are the run's, and how many per
     # slice, is the same for all of them.
     mine = _in_slices(history, wanted)
+    keep = None if mine.all() else np.flatnonzero(mine)
     counts = history[mine].groupby(["ticker", "session_date"], observed=True).size()
     written = {
         (str(t), pd.Timestamp(d).date()): int(n) for (t, d), n in zip(counts.index, counts, strict=True)
@@ -145,21 +147,36 @@ def materialize_label_sets(
     reports: dict[str, LabelReport] = {}
     # Per warm-up: its anchors, and sigma by span (sets of one span and warm-up share both).
     windows: dict[int, tuple[np.ndarray, dict[int, np.ndarray]]] = {}
-    for label_set in label_sets:
-        began = time.monotonic()
-        warm = warmup_sessions(label_set, timeframe)
-        if warm not in windows:
-            windows[warm] = (window_anchors(history, calendar, warm, keys), {})
-        anchors, sigmas = windows[warm]
-        labels = compute_labels(label_set, history, anchors, sigmas)
-        rows = labels[mine].reset_index(drop=True)
-        store.replace_labels(label_set.table, output_types(label_set), rows, wanted)
-        reports[label_set.name] = LabelReport(
-            rows={key: written.get(key, 0) for key in sorted(wanted)},
-            pending=int(rows["pending"].sum()),
-            read_bars=len(history),
-            duration_s=read_s / len(label_sets) + time.monotonic() - began,
-        )
+    # Sets are written (DuckDB and Postgres work without the GIL) while the next set is computed, up
+    # to the store's parallel writes at once; every set whose rows are held is pending a write.
+    pending: list[tuple[LabelSet, int, float, Future[int]]] = []
+
+    def finish(keep_pending: int) -> None:  # a failed write raises here, before more are started
+        while len(pending) > keep_pending:
+            label_set, pending_rows, began, write = pending.pop(0)
+            write.result()
+            reports[label_set.name] = LabelReport(
+                rows={key: written.get(key, 0) for key in sorted(wanted)},
+                pending=pending_rows,
+                read_bars=len(history),
+                duration_s=read_s / len(label_sets) + time.monotonic() - began,
+            )
+
+    parallel = max(1, store.parallel_writes)
+    with ThreadPoolExecutor(max_workers=parallel, thread_name_prefix="label-writer") as writer:
+        for label_set in label_sets:
+            began = time.monotonic()
+            warm = warmup_sessions(label_set, timeframe)
+            if warm not in windows:
+                windows[warm] = (window_anchors(history, calendar, warm, keys), {})
+            anchors, sigmas = windows[warm]
+            rows = compute_labels(label_set, history, anchors, sigmas, keep)
+            finish(keep_pending=parallel - 1)
+            write = writer.submit(
+                store.replace_labels, label_set.table, output_types(label_set), rows, wanted
+            )
+            pending.append((label_set, int(rows["pending"].sum()), began, write))
+        finish(keep_pending=0)
     return reports
 
 

@@ -55,6 +55,8 @@ class BarStore(Protocol):
 class LabelStore(Protocol):
     """The bars a label run reads and the `labels_<name>` tables it writes, in the bars' store."""
 
+    parallel_writes: int  # label tables one run may write at once (one per connection)
+
     def read_history(
         self, tickers: Collection[str], since: dt.date, last: dt.date, halo_bars: int
     ) -> pd.DataFrame:

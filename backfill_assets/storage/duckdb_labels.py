@@ -8,6 +8,7 @@ import datetime as dt
 from collections.abc import Collection, Mapping
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from backfill_assets.storage import label_versions as versions
@@ -20,6 +21,8 @@ OHLC = "ticker, ts, session_date, open, high, low, close"
 
 class DuckDBLabelStore:
     """Reads the bars labels are computed from; replaces slices of label tables."""
+
+    parallel_writes = 1  # one writer per file: a second would only wait for the lock
 
     def __init__(self, bars: DuckDBBarStore) -> None:
         self.bars = bars
@@ -84,10 +87,16 @@ class DuckDBLabelStore:
         with self.bars.connect(read_only=True) as con:
             if not table_exists(con, "bars"):
                 return empty
-            frame = con.execute(sql, {"tickers": names, "since": since, "last": last, "halo": halo_bars}).df()
-        ticker = pd.Categorical.from_codes(frame.pop("code").to_numpy(), categories=pd.Index(names))
-        frame.insert(0, "ticker", pd.Series(ticker))
-        return frame  # session_date stays datetime64: millions of date objects would cost seconds
+            params = {"tickers": names, "since": since, "last": last, "halo": halo_bars}
+            # Numpy arrays, not .df(): pandas' block consolidation would copy every column once more.
+            arrays = con.execute(sql, params).fetchnumpy()
+        codes = np.asarray(arrays.pop("code"))
+        frame: dict[str, Any] = {
+            "ticker": pd.Categorical.from_codes(codes, categories=pd.Index(names)),
+            "ts": pd.DatetimeIndex(arrays.pop("ts")).tz_localize("UTC").array,  # instants read in UTC
+        }
+        # session_date stays datetime64: millions of date objects would cost seconds
+        return pd.DataFrame(frame | dict(arrays), copy=False)
 
     def history_sizes(self, tickers: Collection[str], since: dt.date, last: dt.date) -> dict[str, int]:
         """Stored bars per ticker in sessions `since`..`last`: what a label run must hold in memory."""
@@ -117,7 +126,7 @@ class DuckDBLabelStore:
         ddl = ", ".join(f"{c} {t}" for c, t in columns.items())
         select = ", ".join(f"CAST({c} AS {t.replace(' NOT NULL', '')})" for c, t in columns.items())
         ddl_sql = f"CREATE TABLE IF NOT EXISTS {name} ({ddl})"
-        return self.bars.replace_slices(name, ddl_sql, select, frame[list(columns)], slices)
+        return self.bars.replace_slices(name, ddl_sql, select, frame[list(columns)], slices, ordered=False)
 
     def read_labels(self, table: str) -> pd.DataFrame:
         """The whole label table ordered by (ticker, ts); empty if it does not exist yet."""

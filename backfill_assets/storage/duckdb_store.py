@@ -79,12 +79,22 @@ class DuckDBBarStore:
         return self.replace_slices("bars", BARS_DDL, INSERT_SELECT, frame[list(BARS_COLUMNS)], slices)
 
     def replace_slices(
-        self, table: str, ddl: str, select: str, rows: pd.DataFrame, slices: Collection[Slice]
+        self,
+        table: str,
+        ddl: str,
+        select: str,
+        rows: pd.DataFrame,
+        slices: Collection[Slice],
+        ordered: bool = True,
     ) -> int:
         """In one transaction: create `table` if needed (`ddl`), delete its (ticker, session_date)
-        `slices`, insert `rows` as `SELECT {select} FROM rows`. A failure leaves the old rows."""
+        `slices`, insert `rows` as `SELECT {select} FROM rows`. A failure leaves the old rows.
+        `ordered=False` lets DuckDB's threads append in any order (a third faster), for tables that
+        are only ever read through an ORDER BY or by key."""
         keys = pd.DataFrame(sorted(slices), columns=["ticker", "session_date"])
         with self.connect(read_only=False) as con:
+            if not ordered:
+                con.execute("SET preserve_insertion_order = false")
             con.register("_slices", keys)
             con.register("_rows", rows)
             con.execute("BEGIN TRANSACTION")

@@ -6,7 +6,8 @@ from typing import Any
 import pandas as pd
 import psycopg
 
-from backfill_assets.storage.postgres_copy import pg_type, stage
+from backfill_assets.storage.postgres_binary import binary_rows
+from backfill_assets.storage.postgres_copy import pg_type
 from backfill_assets.storage.sql import pg_params
 
 
@@ -50,6 +51,7 @@ class PostgresReader:
         with self.conn.cursor() as cur:
             cur.execute(f"DROP TABLE IF EXISTS pg_temp.{name}")
             cur.execute(f"CREATE TEMP TABLE {name} ({columns})")
-            select, params = stage(cur, f"{name}_stage", frame, types, drop_on_commit=False)
-            cur.execute(f"INSERT INTO {name} {select}", params)
-            cur.execute(f"DROP TABLE {name}_stage")
+            names = ", ".join(f'"{c}"' for c in types)
+            with cur.copy(f"COPY {name} ({names}) FROM STDIN (FORMAT BINARY)") as copy:
+                for block in binary_rows(frame, types):
+                    copy.write(block)

@@ -1,10 +1,10 @@
 """Postgres store: the same `bars` and label tables as DuckDB, for many writers on many machines.
 
-A write COPYs its rows into a temporary staging table, then, in the same transaction, takes
-transaction-scoped advisory locks on its tickers (sorted, so two writers can never deadlock),
-deletes its (ticker, session) slices and inserts the staged rows. Writers of different tickers run
-in parallel; writers of the same ticker take turns and the last to commit wins. A writer killed at
-any point leaves nothing: the server rolls its transaction back when the connection drops.
+A write takes transaction-scoped advisory locks on its tickers (sorted, so two writers can never
+deadlock), deletes its (ticker, session) slices and COPYs its rows in (binary, typed, straight into
+the table), in one transaction. Writers of different tickers run in parallel; writers of the same
+ticker take turns and the last to commit wins. A writer killed at any point leaves nothing: the
+server rolls its transaction back when the connection drops.
 """
 
 import datetime as dt
@@ -20,7 +20,8 @@ from psycopg.conninfo import conninfo_to_dict
 
 from backfill_assets.schemas import BARS_COLUMNS, BARS_SQL_TYPES
 from backfill_assets.storage.base import Slice, StoreError, check_slices
-from backfill_assets.storage.postgres_copy import copy_out, pg_type, select_list, stage
+from backfill_assets.storage.postgres_binary import binary_rows
+from backfill_assets.storage.postgres_copy import copy_out, pg_type, select_list
 from backfill_assets.storage.postgres_reader import PostgresReader
 
 SCHEMA_VERSION = 1  # bump with an explicit migration when a table's layout changes
@@ -127,7 +128,7 @@ class PostgresStore:
     def replace_slices(
         self, table: str, types: Mapping[str, str], rows: pd.DataFrame, slices: Collection[Slice]
     ) -> int:
-        """COPY `rows` to staging, then delete `slices` of `table` and insert them, in one transaction."""
+        """Delete `slices` of `table` and COPY `rows` into it, in one transaction."""
         self.ensure_table(table, types)
         keys = sorted(set(slices))
         locks = sorted({lock_key(table, ticker) for ticker, _ in keys})
@@ -135,7 +136,6 @@ class PostgresStore:
         try:
             with self.connect() as conn, conn.cursor() as cur:
                 cur.execute(f"SET LOCAL lock_timeout = '{int(self.lock_timeout_s * 1000)}ms'")
-                select, params = stage(cur, "_stage", rows, types, drop_on_commit=True)
                 cur.execute(
                     "SELECT pg_advisory_xact_lock(%s, k) FROM unnest(%s::int[]) AS k", (LOCK_CLASS, locks)
                 )
@@ -148,7 +148,10 @@ class PostgresStore:
                     "AND t.ts >= s.session_date - 1 AND t.ts < s.session_date + 2",
                     ([t for t, _ in keys], [d for _, d in keys]),
                 )
-                cur.execute(f'INSERT INTO "{table}" ({names}) {select}', params)
+                if len(rows):
+                    with cur.copy(f'COPY "{table}" ({names}) FROM STDIN (FORMAT BINARY)') as copy:
+                        for block in binary_rows(rows, types):
+                            copy.write(block)
         except psycopg.errors.LockNotAvailable:
             raise StoreError(
                 f"waited {self.lock_timeout_s:.0f} s for other writers of these tickers in {table}; "
