@@ -1,7 +1,8 @@
 """Trading-session helpers over exchange-calendars (pure: no Dagster).
 
 Sessions are exchange-local dates; open/close instants are UTC. Half days (e.g. 2024-07-03,
-13:00 close) come from the calendar, so completeness checks never assume 390 minutes.
+13:00 close) and lunch breaks (XHKG 12:00-13:00, XTKS 11:30-12:30) come from the calendar, so
+completeness checks never assume 390 minutes: a session trades in one span, or two around its break.
 """
 
 import bisect
@@ -31,6 +32,8 @@ class TradingCalendar:
         schedule = self._cal.schedule
         self._open = schedule["open"]
         self._close = schedule["close"]
+        self._break_start = schedule["break_start"]
+        self._break_end = schedule["break_end"]
         self._index = {ts.date(): i for i, ts in enumerate(schedule.index)}
         self.sessions: tuple[dt.date, ...] = tuple(self._index)
 
@@ -89,10 +92,22 @@ class TradingCalendar:
         i = self.position(day)
         return self._open.iloc[i], self._close.iloc[i]
 
-    def session_minutes(self, day: dt.date) -> int:
-        """Regular-hours minutes of a session: 390 on a full day, 210 on a 13:00 early close."""
+    def break_of(self, day: dt.date) -> tuple[pd.Timestamp, pd.Timestamp] | None:
+        """UTC start and end of a session's trading break (lunch), or None (no break that day)."""
+        i = self.position(day)
+        start, end = self._break_start.iloc[i], self._break_end.iloc[i]
+        return None if pd.isna(start) or pd.isna(end) else (start, end)
+
+    def trading_spans(self, day: dt.date) -> list[tuple[pd.Timestamp, pd.Timestamp]]:
+        """The [start, end) UTC spans a session trades in: [open, close), or the two around its break."""
         open_, close = self.open_close(day)
-        return int((close - open_) / pd.Timedelta(minutes=1))
+        pause = self.break_of(day)
+        return [(open_, close)] if pause is None else [(open_, pause[0]), (pause[1], close)]
+
+    def session_minutes(self, day: dt.date) -> int:
+        """Regular-hours minutes of a session: 390 on a full XNYS day, 210 on a 13:00 early close,
+        330 on an XHKG day (its lunch break excluded)."""
+        return sum(int((end - start) / pd.Timedelta(minutes=1)) for start, end in self.trading_spans(day))
 
     def contiguous_runs(self, days: Iterable[dt.date]) -> list[list[dt.date]]:
         """Split sessions into runs of consecutive sessions (a weekend or holiday does not break a run)."""

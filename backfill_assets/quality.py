@@ -159,13 +159,16 @@ def duplicate_keys(reader: SqlReader, scope: Scope, examples: int = 5) -> Violat
 
 
 def bars_per_session(calendar: TradingCalendar, day: dt.date, timeframe: Timeframe) -> int:
-    """Bars in a complete session: clock-aligned buckets from the open's to the close (a 1Hour bar at
-    9:00 covers 9:30-9:59: 7 bars on 390 minutes, 4 on a 210-minute half day, i.e. ceil(min / tf))."""
+    """Bars in a complete session: the clock-aligned buckets its trading spans touch (a 1Hour bar at
+    9:00 covers 9:30-9:59: 7 bars on 390 minutes, 4 on a 210-minute half day; an XHKG day trades
+    09:30-12:00 and 13:00-16:00, 6 hourly buckets). A bucket straddling a break counts once."""
     if timeframe.is_daily:
         return 1
-    open_, close = calendar.open_close(day)
     width = timeframe.minutes * NS_PER_MINUTE
-    return -(-(close.value - open_.value // width * width) // width)
+    buckets: set[int] = set()
+    for start, end in calendar.trading_spans(day):
+        buckets.update(range(start.value // width, -(-end.value // width)))
+    return len(buckets)
 
 
 def expected_bars(

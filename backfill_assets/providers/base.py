@@ -52,13 +52,21 @@ class BarProvider(Protocol):
 
 
 def regular_hours(frame: pd.DataFrame, calendar: TradingCalendar, timeframe: Timeframe) -> pd.DataFrame:
-    """Keep bars whose bucket overlaps regular hours: [open floored to the bar size, close)."""
+    """Keep bars whose bucket overlaps regular hours: [open floored to the bar size, close), less
+    the buckets that lie wholly inside a session's trading break."""
     if timeframe.is_daily or frame.empty:
         return frame
     day = session_of(frame["ts"], calendar.tz)
-    bounds = {d: calendar.open_close(d) for d in day.unique() if d is not None and calendar.is_session(d)}
+    sessions = [d for d in day.unique() if d is not None and calendar.is_session(d)]
+    bounds = {d: calendar.open_close(d) for d in sessions}
+    pauses = {d: pause for d in sessions if (pause := calendar.break_of(d)) is not None}
     width = pd.Timedelta(minutes=timeframe.minutes)
     # Dict lookups per row, not Python calls per row: this ran on every fetched page.
     start = pd.to_datetime(day.map({d: o.floor(width) for d, (o, _) in bounds.items()}), utc=True)
     end = pd.to_datetime(day.map({d: c for d, (_, c) in bounds.items()}), utc=True)
-    return frame[(frame["ts"] >= start) & (frame["ts"] < end)].reset_index(drop=True)
+    keep = (frame["ts"] >= start) & (frame["ts"] < end)
+    if pauses:
+        paused = pd.to_datetime(day.map({d: b for d, (b, _) in pauses.items()}), utc=True)
+        resumed = pd.to_datetime(day.map({d: e for d, (_, e) in pauses.items()}), utc=True)
+        keep &= ~((frame["ts"] >= paused) & (frame["ts"] + width <= resumed)).fillna(False)
+    return frame[keep].reset_index(drop=True)

@@ -2,7 +2,8 @@
 
 Each ticker has a stationary AR(1) log-price walk across sessions (seeded by the ticker) and, inside
 each session, a random path seeded by (ticker, session) with U-shaped volatility and volume that
-ends exactly on that day's close. Bars lie only inside regular hours; half days are shorter.
+ends exactly on that day's close. Bars lie only inside regular hours; half days are shorter, and a
+lunch break (XHKG, XTKS) has no bars.
 Coarser timeframes aggregate the 1-minute path, clock-aligned like Alpaca (1Hour bars at hh:00).
 """
 
@@ -23,6 +24,7 @@ DAILY_SD = 0.015
 GAP_SD = 0.004
 MINUTE_SD = 0.0006
 VOLUME_U_MEAN = 1 + 2.5 / 3  # mean of the 1 + 2.5u^2 volume profile over u in [-1, 1]
+MINUTE_NS = 60_000_000_000
 
 
 def _seed(*parts: str) -> int:
@@ -48,11 +50,13 @@ def _close_logs(ticker: str, days: list[dt.date], base: float) -> tuple[np.ndarr
 def _session_minutes(
     ticker: str,
     day: dt.date,
-    open_ns: int,
-    n: int,
+    ts: np.ndarray,
     logs: tuple[float, float],
     consts: tuple[float, float, float],
 ) -> dict[str, np.ndarray]:
+    """One bar per traded minute `ts` (UTC ns): the path runs across a lunch break as if it were
+    not there, so the afternoon opens where the morning closed."""
+    n = ts.size
     close_log, prev_close_log = logs
     _, daily_volume, trade_size = consts
     rng = np.random.default_rng(_seed(ticker, day.isoformat()))
@@ -70,7 +74,7 @@ def _session_minutes(
     noise = rng.lognormal(0.0, 0.35, n)
     volume = np.maximum(1.0, np.round(daily_volume / 390 * (1 + 2.5 * u**2) / VOLUME_U_MEAN * noise))
     return {
-        "ts": open_ns + np.arange(n, dtype="int64") * 60_000_000_000,
+        "ts": ts,
         "open": open_,
         "high": high,
         "low": low,
@@ -127,15 +131,13 @@ class SyntheticProvider:
             consts = _ticker_constants(ticker)
             closes, prev_closes = _close_logs(ticker, days, consts[0])
             for day, close_log, prev_log in zip(days, closes, prev_closes, strict=True):
-                open_, _ = self.calendar.open_close(day)
-                minutes = _session_minutes(
-                    ticker,
-                    day,
-                    open_.value,
-                    self.calendar.session_minutes(day),
-                    (close_log, prev_log),
-                    consts,
+                ts = np.concatenate(
+                    [
+                        np.arange(a.value, b.value, MINUTE_NS, dtype="int64")
+                        for a, b in self.calendar.trading_spans(day)
+                    ]
                 )
+                minutes = _session_minutes(ticker, day, ts, (close_log, prev_log), consts)
                 day_start = pd.Timestamp(day, tz=self.calendar.tz).tz_convert("UTC").value
                 parts.append(_resample(minutes, request.timeframe, day_start))
                 tickers.append(np.full(parts[-1]["ts"].size, ticker, dtype=object))
