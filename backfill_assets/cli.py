@@ -24,7 +24,12 @@ def _tickers(args: argparse.Namespace) -> int:
         if args.action == "list":
             print("\n".join(known))
             return 0
-        wanted = load_settings().universe if args.action == "sync" else parse_tickers(" ".join(args.symbols))
+        settings = load_settings()
+        wanted = (
+            settings.universe
+            if args.action == "sync"
+            else parse_tickers(" ".join(args.symbols), settings.provider)
+        )
         new = missing_tickers(wanted, known)
         instance.add_dynamic_partitions(TICKER_PARTITIONS, new)
     print(f"added {len(new)} ticker(s){': ' + ', '.join(new) if new else ''}; {len(known) + len(new)} known")
@@ -35,7 +40,7 @@ def _demo(args: argparse.Namespace) -> int:
     from backfill_assets.demo import run_demo
 
     settings = load_settings()
-    tickers = parse_tickers(args.tickers) if args.tickers else list(settings.universe[:5])
+    tickers = parse_tickers(args.tickers, settings.provider) if args.tickers else list(settings.universe[:5])
     if args.sessions < 1:
         raise SettingsError(f"--sessions must be at least 1, got {args.sessions}")
     return run_demo(settings, tickers, args.sessions, ensure_dagster_home(), args.timeout)
@@ -70,9 +75,10 @@ def _backfill(args: argparse.Namespace) -> int:
 
     calendar, known = _calendar_and_assets()
     assets = headless.asset_paths(args.assets.split(","), known)
-    tickers = parse_tickers(args.tickers) if args.tickers else list(load_settings().universe)
+    settings = load_settings()
+    tickers = parse_tickers(args.tickers, settings.provider) if args.tickers else list(settings.universe)
     sessions = headless.session_range(calendar, args.start, args.end)
-    tags = {"provider": load_settings().provider, **_tags(args.tag)}
+    tags = {"provider": settings.provider, **_tags(args.tag)}
     ensure_dagster_home()
     with dg.DagsterInstance.get() as instance:
         new = missing_tickers(tickers, instance.get_dynamic_partitions(TICKER_PARTITIONS))
@@ -137,7 +143,7 @@ def _gaps(args: argparse.Namespace) -> int:
         args.start or calendar.first_session.isoformat(),
         args.end or calendar.last_partitioned().isoformat(),
     )
-    tickers = parse_tickers(args.tickers) if args.tickers else None
+    tickers = parse_tickers(args.tickers) if args.tickers else None  # stored symbols: any provider's
     ensure_dagster_home()
     with dg.DagsterInstance.get() as instance:
         missing = headless.gaps(instance, assets, tickers, sessions)

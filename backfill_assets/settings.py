@@ -80,7 +80,7 @@ def _store(env: dict[str, str]) -> tuple[str, str]:
     return store, schema
 
 
-def _universe(env: dict[str, str]) -> tuple[str, ...]:
+def _universe(env: dict[str, str], provider: str) -> tuple[str, ...]:
     if env.get("BACKFILL_TICKERS", "").strip():
         source, text = "BACKFILL_TICKERS", env["BACKFILL_TICKERS"]
     else:
@@ -90,7 +90,7 @@ def _universe(env: dict[str, str]) -> tuple[str, ...]:
         except OSError as exc:
             raise SettingsError(f"BACKFILL_UNIVERSE_FILE={str(path)!r} cannot be read: {exc}") from None
     try:
-        tickers = parse_tickers(text)
+        tickers = parse_tickers(text, provider)  # upper-cased, in the provider's symbol grammar
     except ValueError as exc:
         raise SettingsError(f"{source}: {exc}") from None
     if not tickers:
@@ -116,7 +116,7 @@ def load_settings(env: dict[str, str] | None = None, today: dt.date | None = Non
             env.get("BACKFILL_START_DATE", DEFAULT_START_DATE.isoformat()), today or dt.date.today()
         ),
         calendar=env.get("BACKFILL_CALENDAR", "XNYS"),
-        universe=_universe(env),
+        universe=_universe(env, provider),
         duckdb_path=Path(env.get("BACKFILL_DUCKDB_PATH") or DEFAULT_DUCKDB_PATH),
         store=store,
         postgres_schema=schema,

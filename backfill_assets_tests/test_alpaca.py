@@ -271,3 +271,17 @@ def test_the_servers_prerendered_bars_are_alpacas_json() -> None:
             expected = json.dumps(_render(bar, 1.0), separators=(",", ":"))
             assert bar["json"] == expected
             assert _bar_json({k: v for k, v in bar.items() if k != "json"}, 1.0) == expected
+
+
+def test_a_symbol_outside_alpacas_grammar_fails_by_name_without_a_request(
+    instance: dg.DagsterInstance, alpaca: AlpacaServer, db_path: Path
+) -> None:
+    instance.add_dynamic_partitions("tickers", ["0700.HK", "BRK.B"])
+    tags = {RANGE_START: "2024-03-05|0700.HK", RANGE_END: "2024-03-05|BRK.B"}
+    result = run_bars(instance, alpaca, db_path, tags)
+    assert not result.success
+    failure = result.get_step_failure_events()[0].step_failure_data.error
+    assert failure is not None and "invalid ticker '0700.HK' for alpaca" in failure.to_string()
+    assert instance.get_materialized_partitions(dg.AssetKey("bars")) == {"2024-03-05|BRK.B"}
+    asked = {s for r in alpaca.records() for s in r.params.get("symbols", "").split(",") if s}
+    assert asked == {"BRK.B"}

@@ -33,8 +33,8 @@ def test_demo_backfills_through_the_daemon(project_env: dict[str, str], db_path:
 
 
 def test_demo_rejects_bad_arguments(project_env: dict[str, str], db_path: Path) -> None:
-    bad = run([str(BIN / "backfill-assets"), "demo", "--tickers", "AAPL,ms ft"], project_env)
-    assert bad.returncode == 2 and "invalid ticker 'ms'" in bad.stderr
+    bad = run([str(BIN / "backfill-assets"), "demo", "--tickers", "AAPL,m$ ft"], project_env)
+    assert bad.returncode == 2 and "invalid ticker 'm$'" in bad.stderr
     zero = run([str(BIN / "backfill-assets"), "demo", "--sessions", "0"], project_env)
     assert zero.returncode == 2 and "--sessions must be at least 1, got 0" in zero.stderr
     assert not db_path.exists()

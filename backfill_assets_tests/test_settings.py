@@ -1,6 +1,7 @@
 """Settings and symbol validation: bad values are named in the error."""
 
 import datetime as dt
+import re
 from pathlib import Path
 
 import pytest
@@ -18,7 +19,18 @@ def test_validate_ticker_accepts_real_symbols(symbol: str) -> None:
 
 @pytest.mark.parametrize(
     "symbol",
-    ["aapl", "AAPL'; DROP TABLE bars;--", "ÄPPL", "", "1ABC", "A B", "X1234567890ABCDE", "AAPL|MSFT"],
+    [
+        "aapl",
+        "AAPL'; DROP TABLE bars;--",
+        "ÄPPL",
+        "",
+        "-ABC",
+        "A B",
+        "X" * 22,
+        "AAPL|MSFT",
+        "^",
+        "EURUSD=XYZ",
+    ],
 )
 def test_validate_ticker_rejects_and_names_bad_symbol(symbol: str) -> None:
     with pytest.raises(InvalidTickerError, match="invalid ticker"):
@@ -74,3 +86,30 @@ def test_budget_overrides_and_provider_pool() -> None:
     settings = load_settings(env, today=TODAY)
     assert settings.requests_per_minute == 120 and settings.max_concurrent_requests is None
     assert settings.pool == "alpaca_api"
+
+
+@pytest.mark.parametrize(
+    "provider, typed, stored",
+    [
+        ("yfinance", "aapl, ^gspc 0700.hk eurusd=x brk-b", ["AAPL", "^GSPC", "0700.HK", "EURUSD=X", "BRK-B"]),
+        ("alpaca", " brk.b,aapl ", ["BRK.B", "AAPL"]),
+        ("synthetic", "^GSPC, BRK.B", ["^GSPC", "BRK.B"]),
+    ],
+)
+def test_input_is_upper_cased_into_the_providers_grammar(
+    provider: str, typed: str, stored: list[str]
+) -> None:
+    assert parse_tickers(typed, provider) == stored
+    settings = load_settings({"BACKFILL_PROVIDER": provider, "BACKFILL_TICKERS": typed}, today=TODAY)
+    assert list(settings.universe) == stored
+
+
+@pytest.mark.parametrize("symbol", ["^GSPC", "0700.HK", "EURUSD=X"])
+def test_a_yahoo_symbol_is_refused_for_alpaca_by_name(symbol: str) -> None:
+    with pytest.raises(
+        SettingsError, match=rf"BACKFILL_TICKERS: invalid ticker '{re.escape(symbol)}' for alpaca"
+    ):
+        load_settings({"BACKFILL_PROVIDER": "alpaca", "BACKFILL_TICKERS": f"AAPL,{symbol}"}, today=TODAY)
+    assert validate_ticker(symbol) == symbol  # a stored symbol of another deployment stays readable
+    with pytest.raises(InvalidTickerError, match=rf"invalid ticker '{re.escape(symbol.lower())}':"):
+        validate_ticker(symbol.lower())  # partition keys are canonical: never case-folded

@@ -3,6 +3,7 @@
 import datetime as dt
 import subprocess
 import sys
+import urllib.parse
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -215,3 +216,15 @@ def test_parallel_processes_keep_separate_yfinance_caches(yahoo: YahooServer, tm
     rows, failed, caches = zip(*(out.split() for out, _ in outputs), strict=True)
     assert rows == ("15", "15") and failed == ("{}", "{}")
     assert len(set(caches)) == 2
+
+
+def test_yahoo_symbols_of_indices_foreign_listings_and_currencies_land(
+    instance: dg.DagsterInstance, yahoo: YahooServer, db_path: Path
+) -> None:
+    symbols = ["^GSPC", "0700.HK", "EURUSD=X", "BRK-B"]
+    instance.add_dynamic_partitions("tickers", symbols)
+    result = run_bars(instance, yahoo, db_path, "2024-03-05|^GSPC", "2024-03-05|BRK-B", timeframe="1Day")
+    assert result.success, failure(result)
+    assert DuckDBBarStore(db_path).read_bars().groupby("ticker").size().to_dict() == dict.fromkeys(symbols, 1)
+    charted = {urllib.parse.unquote(r.path.rsplit("/", 1)[1]) for r in yahoo.chart_requests()}
+    assert set(symbols) <= charted

@@ -15,7 +15,7 @@ from alpaca.data.requests import StockBarsRequest
 from alpaca.data.timeframe import TimeFrame, TimeFrameUnit
 
 from backfill_assets.calendar import TradingCalendar
-from backfill_assets.providers.base import BarRequest, FetchResult, ProviderError, regular_hours
+from backfill_assets.providers.base import BarRequest, FetchResult, ProviderError, own_symbols, regular_hours
 from backfill_assets.providers.sessions import BudgetedSession
 from backfill_assets.schemas import PROVIDER_COLUMNS, empty_bars
 from backfill_assets.timeframes import Timeframe
@@ -77,6 +77,9 @@ class AlpacaProvider:
         return start.tz_convert("UTC").to_pydatetime(), end.tz_convert("UTC").to_pydatetime()
 
     def fetch(self, request: BarRequest) -> FetchResult:
+        request, refused = own_symbols(request, self.name)
+        if not request.tickers:
+            return FetchResult(bars=empty_bars(), failed=refused)
         start, end = self._window(request)
         span = f"{request.sessions[0]}..{request.sessions[-1]}"
         what = f"{','.join(request.tickers)} {span}"
@@ -103,7 +106,7 @@ class AlpacaProvider:
         failed = {
             t: f"alpaca returned no bars for {t} over {span} (unknown or unlisted symbol)" for t in missing
         }
-        return FetchResult(bars=frame, failed=failed)
+        return FetchResult(bars=frame, failed=failed | refused)
 
     @staticmethod
     def _frame(raw: object) -> pd.DataFrame:

@@ -1,5 +1,6 @@
 """The provider contract: a request for consecutive sessions of some tickers, answered in bulk."""
 
+import dataclasses
 import datetime as dt
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -9,6 +10,7 @@ import pandas as pd
 
 from backfill_assets.calendar import TradingCalendar
 from backfill_assets.schemas import session_of
+from backfill_assets.symbols import refusal
 from backfill_assets.timeframes import Timeframe
 
 
@@ -49,6 +51,14 @@ class BarProvider(Protocol):
     def fetch(self, request: BarRequest) -> FetchResult:
         """Return the bars of every (ticker, session) in `request`."""
         ...
+
+
+def own_symbols(request: BarRequest, provider: str) -> tuple[BarRequest, dict[str, str]]:
+    """`request` without the tickers outside `provider`'s symbol grammar, and why each was left out:
+    they fail by name without spending a request (0700.HK is a Yahoo symbol, not an Alpaca one)."""
+    refused = {t: reason for t in request.tickers if (reason := refusal(t, provider)) is not None}
+    kept = tuple(t for t in request.tickers if t not in refused)
+    return dataclasses.replace(request, tickers=kept), refused
 
 
 def regular_hours(frame: pd.DataFrame, calendar: TradingCalendar, timeframe: Timeframe) -> pd.DataFrame:

@@ -25,7 +25,7 @@ from yfinance import exceptions as yfe
 from yfinance.data import YfData
 
 from backfill_assets.calendar import TradingCalendar
-from backfill_assets.providers.base import BarRequest, FetchResult, ProviderError, regular_hours
+from backfill_assets.providers.base import BarRequest, FetchResult, ProviderError, own_symbols, regular_hours
 from backfill_assets.providers.sessions import BudgetedCurlSession
 from backfill_assets.schemas import PROVIDER_COLUMNS, empty_bars
 
@@ -112,12 +112,13 @@ class YFinanceProvider:
             )
 
     def fetch(self, request: BarRequest) -> FetchResult:
+        request, refused = own_symbols(request, self.name)
         interval = INTERVALS[request.timeframe.name]
         self._check_history_limit(interval, request)
         chunks = chunk_sessions(request.sessions, CHUNK_DAYS[interval], self.calendar.tz)
         span = f"{request.sessions[0]}..{request.sessions[-1]}"
         frames: list[pd.DataFrame] = []
-        failed: dict[str, str] = {}
+        failed: dict[str, str] = dict(refused)
         for ticker in request.tickers:
             try:  # a ticker's bars are kept only if all its chunks came back
                 bars = pd.concat([self._history(ticker, chunk, interval) for chunk in chunks])
