@@ -55,9 +55,11 @@ from backfill_assets.symbols import InvalidTickerError
 from backfill_assets.timeframes import Timeframe
 
 # Recompute a label partition when any bars partition it reads was updated (new later bars turn
-# pending rows into labels), once nothing it depends on is still running.
+# pending rows into labels), once nothing it depends on is still running. The update is remembered
+# until handled: a bars run's materializations are seen while the run is still in progress, and a
+# bare any_deps_updated() would be false again on the next tick (the labels never requested).
 RECOMPUTE = (
-    dg.AutomationCondition.any_deps_updated()
+    dg.AutomationCondition.any_deps_updated().since_last_handled()
     & ~dg.AutomationCondition.any_deps_in_progress()
     & ~dg.AutomationCondition.in_progress()
 ).with_label("bars updated")
