@@ -6,7 +6,7 @@ import time
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import pandas as pd
 
@@ -33,6 +33,8 @@ class IngestReport:
     adjustment: str
     requests: int
     duration_s: float
+    dropped: int = 0  # bars the provider received and left out on purpose (FetchResult.dropped)
+    sources: Mapping[Slice, str] = field(default_factory=dict)  # the file behind a slice, if any
 
     @property
     def total_rows(self) -> int:
@@ -138,8 +140,10 @@ def write(
     frames: list[pd.DataFrame] = []
     failed: dict[Slice, str] = {}
     unlisted: set[Slice] = set()
+    sources: dict[Slice, str] = {}
     for request, result in zip(fetched.requests, fetched.results, strict=True):
         frames.append(result.bars)
+        sources |= result.sources
         for ticker, reason in result.failed.items():
             failed.update({(ticker, day): reason for day in request.sessions})
         empty, holes = _gaps(request, result.bars, calendar)
@@ -171,6 +175,8 @@ def write(
         adjustment=provider.adjustment,
         requests=len(fetched.requests),
         duration_s=time.monotonic() - fetched.started,
+        dropped=sum(result.dropped for result in fetched.results),
+        sources={key: sources[key] for key in written if key in sources},
     )
 
 

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
+from backfill_assets.providers.file_source import FileSource, FileSourceError, parse_columns
 from backfill_assets.symbols import parse_tickers
 from backfill_assets.timeframes import Timeframe, parse_timeframe
 
@@ -13,7 +14,14 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_START_DATE = dt.date(2024, 1, 2)
 DEFAULT_UNIVERSE_FILE = PROJECT_ROOT / "universe.txt"
 DEFAULT_DUCKDB_PATH = PROJECT_ROOT / "data" / "market.duckdb"
-PROVIDERS = ("synthetic", "alpaca", "yfinance")
+PROVIDERS = ("synthetic", "alpaca", "yfinance", "files")
+FILES_SETTINGS = {
+    "path": "BACKFILL_FILES_PATH",
+    "format": "BACKFILL_FILES_FORMAT",
+    "columns": "BACKFILL_FILES_COLUMNS",
+    "timezone": "BACKFILL_FILES_TZ",
+    "adjustment": "BACKFILL_FILES_ADJUSTMENT",
+}
 STORES = ("duckdb", "postgres")
 TICKER_PARTITIONS = "tickers"
 
@@ -39,6 +47,7 @@ class Settings:
     budget_window_s: int | None = None  # the provider's rate window, s (the budget is per window)
     memory_budget_mb: int = 1024
     partitions_per_run: int | None = None  # None: single_run (one run per ticker or per date)
+    files: FileSource | None = None  # BACKFILL_PROVIDER=files: where the bars are read
 
     @property
     def pool(self) -> str:
@@ -78,6 +87,24 @@ def _store(env: dict[str, str]) -> tuple[str, str]:
     if not schema.replace("_", "").isalnum() or schema[0].isdigit():
         raise SettingsError(f"BACKFILL_POSTGRES_SCHEMA={schema!r}: letters, digits and _ only")
     return store, schema
+
+
+def _files(env: dict[str, str], provider: str) -> FileSource | None:
+    """The files provider's source from BACKFILL_FILES_*; an error names the variable."""
+    if provider != "files":
+        return None
+    raw = {field: env.get(name, "").strip() for field, name in FILES_SETTINGS.items()}
+    try:
+        return FileSource(
+            path=raw["path"],
+            format=raw["format"] or None,
+            columns=parse_columns(raw["columns"]),
+            timezone=raw["timezone"] or None,
+            adjustment=raw["adjustment"] or "raw",
+        )
+    except FileSourceError as exc:
+        name = FILES_SETTINGS[exc.setting]
+        raise SettingsError(f"{name}={raw[exc.setting]!r}: {exc}") from None
 
 
 def _universe(env: dict[str, str], provider: str) -> tuple[str, ...]:
@@ -125,6 +152,7 @@ def load_settings(env: dict[str, str] | None = None, today: dt.date | None = Non
         budget_window_s=_positive_int(env, "BACKFILL_BUDGET_WINDOW_S"),
         memory_budget_mb=_positive_int(env, "BACKFILL_MEMORY_BUDGET_MB") or 1024,
         partitions_per_run=_positive_int(env, "BACKFILL_PARTITIONS_PER_RUN"),
+        files=_files(env, provider),
     )
 
 

@@ -21,6 +21,7 @@ GRAMMARS: dict[str, tuple[re.Pattern[str], str]] = {
     ),
 }
 GRAMMARS["synthetic"] = GRAMMARS["yfinance"]  # offline: any symbol a real provider could name
+GRAMMARS["files"] = GRAMMARS["yfinance"]  # exports of either provider (BRK.B and BRK-B both fit)
 CANONICAL = [pattern for pattern, _ in GRAMMARS.values()]
 
 

@@ -33,7 +33,8 @@ from backfill_assets.symbols import InvalidTickerError
 
 
 def _partition_facts(report: IngestReport) -> dict[Slice, dict[str, Any]]:
-    return {key: partition_facts(n, report.spans.get(key)) for key, n in report.rows.items()}
+    spans, sources = report.spans, report.sources
+    return {key: partition_facts(n, spans.get(key), sources.get(key)) for key, n in report.rows.items()}
 
 
 def _run_facts(report: IngestReport, where: str, provider: BarProviderResource) -> dict[str, Any]:
@@ -58,6 +59,8 @@ def _run_facts(report: IngestReport, where: str, provider: BarProviderResource) 
             "http_retries": stats.retried,
             "http_wait_s": round(stats.waited_s, 2),
         }
+    if report.dropped:
+        metadata["bars_dropped"] = report.dropped
     if report.unlisted:
         unlisted = sorted(map(partition_key, report.unlisted))
         metadata["unlisted_partitions"] = len(unlisted)
@@ -126,6 +129,11 @@ def bars(
         f"wrote {report.total_rows} bars for {len(report.rows)} partition(s) in {report.requests} "
         f"provider request(s), {len(chunks)} chunk(s), {report.duration_s:.2f} s"
     )
+    if report.dropped:
+        context.log.warning(
+            f"{report.dropped} bar(s) the provider sent lie outside regular hours or the requested "
+            "sessions: not stored, see `bars_dropped`"
+        )
     if report.unlisted:
         context.log.warning(
             f"{len(report.unlisted)} partition(s) precede their ticker's first bar (not listed yet): "

@@ -18,6 +18,8 @@ from backfill_assets.calendar import TradingCalendar
 from backfill_assets.providers.alpaca import DEFAULT_URL, AlpacaProvider
 from backfill_assets.providers.base import BarProvider
 from backfill_assets.providers.budget import RateBudget, shared_budget
+from backfill_assets.providers.file_source import FileSource, FileSourceError
+from backfill_assets.providers.files import FilesProvider
 from backfill_assets.providers.sessions import BudgetedCurlSession, BudgetedSession
 from backfill_assets.providers.synthetic import SyntheticProvider
 from backfill_assets.providers.transport import CircuitBreaker, RequestStats, RetryPolicy, Transport
@@ -50,6 +52,32 @@ class SyntheticProviderResource(BarProviderResource):
 
     def build(self, calendar: TradingCalendar) -> BarProvider:
         return SyntheticProvider(calendar)
+
+
+class FilesProviderResource(BarProviderResource):
+    """Bars from CSV or Parquet files (no network, no budget); see providers/file_source.py."""
+
+    path: str = Field(description="A file or glob, a path with {ticker}, or a hive-partitioned directory.")
+    format: Literal["auto", "csv", "parquet"] = Field(default="auto", description="auto: from the path.")
+    columns: dict[str, str] = Field(default={}, description="Our column -> the file's, e.g. ts: Date.")
+    timezone: str | None = Field(
+        default=None, description="Of timestamps without one; default the exchange's."
+    )
+    adjustment: Literal["raw", "split", "dividend", "all"] = Field(
+        default="raw", description="What the files hold."
+    )
+
+    @property
+    def provider_name(self) -> str:
+        return "files"
+
+    def build(self, calendar: TradingCalendar) -> BarProvider:
+        try:
+            form = None if self.format == "auto" else self.format
+            source = FileSource(self.path, form, self.columns, self.timezone, self.adjustment)
+        except FileSourceError as exc:  # bad launchpad config stays bad: no retry
+            raise dg.Failure(description=f"bar_provider: {exc}", allow_retries=False) from None
+        return FilesProvider(calendar, source)
 
 
 class HttpProviderResource(BarProviderResource):

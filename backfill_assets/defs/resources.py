@@ -10,6 +10,7 @@ from pydantic import Field
 from backfill_assets.defs.providers import (
     AlpacaProviderResource,
     BarProviderResource,
+    FilesProviderResource,
     SyntheticProviderResource,
     YFinanceProviderResource,
 )
@@ -59,6 +60,16 @@ def provider_resource(settings: Settings) -> BarProviderResource:
     common: dict[str, Any] = {"timeframe": settings.timeframe.name}
     if settings.provider == "synthetic":
         return SyntheticProviderResource(**common)
+    if settings.files is not None:
+        files = settings.files
+        return FilesProviderResource(
+            path=files.path,
+            format=files.format or "auto",  # type: ignore[arg-type]  # validated by the settings
+            columns=dict(files.columns),
+            timezone=files.timezone,
+            adjustment=files.adjustment,  # type: ignore[arg-type]
+            **common,
+        )
     if settings.requests_per_minute:
         common["requests_per_minute"] = settings.requests_per_minute
     if settings.max_concurrent_requests:

@@ -25,14 +25,20 @@ def partition_key(key: Slice) -> str:
     return f"{day.isoformat()}|{ticker}"
 
 
-def partition_facts(rows: int, span: tuple[pd.Timestamp, pd.Timestamp] | None) -> dict[str, Any]:
-    """One partition's metadata: its row count (Dagster's own key, so the UI shows it) and bar span."""
+def partition_facts(
+    rows: int, span: tuple[pd.Timestamp, pd.Timestamp] | None, source: str | None = None
+) -> dict[str, Any]:
+    """One partition's metadata: its row count (Dagster's own key, so the UI shows it), bar span
+    and, for bars read from files, the file."""
     first, last = span if span is not None else (None, None)
-    return {
+    facts: dict[str, Any] = {
         "dagster/row_count": rows,
         "first_ts": first.isoformat() if first is not None else "none",
         "last_ts": last.isoformat() if last is not None else "none",
     }
+    if source is not None:
+        facts["source_file"] = source
+    return facts
 
 
 def add_partition_facts(

@@ -101,12 +101,13 @@ class AlpacaProvider:
             ) from None
         except ValueError as exc:  # malformed or truncated JSON that survived the retries
             raise ProviderError(f"alpaca sent an unreadable payload for {what}: {exc}") from None
-        frame = regular_hours(self._frame(raw), self.calendar, request.timeframe)
+        served = self._frame(raw)
+        frame = regular_hours(served, self.calendar, request.timeframe)
         missing = sorted(set(request.tickers) - set(frame["ticker"]))
         failed = {
             t: f"alpaca returned no bars for {t} over {span} (unknown or unlisted symbol)" for t in missing
         }
-        return FetchResult(bars=frame, failed=failed | refused)
+        return FetchResult(bars=frame, failed=failed | refused, dropped=len(served) - len(frame))
 
     @staticmethod
     def _frame(raw: object) -> pd.DataFrame:

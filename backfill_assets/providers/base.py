@@ -25,10 +25,16 @@ class BarRequest:
 
 @dataclass(frozen=True)
 class FetchResult:
-    """Bars in the provider columns (schemas.PROVIDER_COLUMNS) plus tickers that failed, with reasons."""
+    """Bars in the provider columns (schemas.PROVIDER_COLUMNS) plus tickers that failed, with reasons.
+
+    `dropped` counts bars the provider received and left out on purpose (outside regular hours or
+    the requested sessions), so a run can say so; `sources` names the file behind a (ticker,
+    session), for providers that read files."""
 
     bars: pd.DataFrame
     failed: Mapping[str, str] = field(default_factory=dict)
+    dropped: int = 0
+    sources: Mapping[tuple[str, dt.date], str] = field(default_factory=dict)
 
 
 class ProviderError(RuntimeError):

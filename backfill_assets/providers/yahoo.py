@@ -130,7 +130,8 @@ class YFinanceProvider:
             else:
                 frames.append(bars)
         frame = pd.concat(frames, ignore_index=True) if frames else empty_bars()
-        return FetchResult(bars=regular_hours(frame, self.calendar, request.timeframe), failed=failed)
+        kept = regular_hours(frame, self.calendar, request.timeframe)
+        return FetchResult(bars=kept, failed=failed, dropped=len(frame) - len(kept))
 
     def _history(self, ticker: str, sessions: tuple[dt.date, ...], interval: str) -> pd.DataFrame:
         """One chart request; an unreadable body (cut, or a proxy's HTML page) is asked for again."""
