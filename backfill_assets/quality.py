@@ -159,16 +159,13 @@ def duplicate_keys(reader: SqlReader, scope: Scope, examples: int = 5) -> Violat
 
 
 def bars_per_session(calendar: TradingCalendar, day: dt.date, timeframe: Timeframe) -> int:
-    """Bars in a complete session: the clock-aligned buckets its trading spans touch (a 1Hour bar at
-    9:00 covers 9:30-9:59: 7 bars on 390 minutes, 4 on a 210-minute half day; an XHKG day trades
-    09:30-12:00 and 13:00-16:00, 6 hourly buckets). A bucket straddling a break counts once."""
+    """Bars in a complete session: buckets anchored at each trading span's start (anchored.py), the
+    last one partial (a 1Hour day is 09:30, 10:30, ... 15:30: 7 bars on 390 minutes, 4 on a
+    210-minute half day; an XHKG day trades 09:30-12:00 and 13:00-16:00: 3 + 3 hourly bars)."""
     if timeframe.is_daily:
         return 1
     width = timeframe.minutes * NS_PER_MINUTE
-    buckets: set[int] = set()
-    for start, end in calendar.trading_spans(day):
-        buckets.update(range(start.value // width, -(-end.value // width)))
-    return len(buckets)
+    return sum(-(-(end.value - start.value) // width) for start, end in calendar.trading_spans(day))
 
 
 def expected_bars(

@@ -30,10 +30,17 @@ TIMEFRAMES: dict[str, Timeframe] = {
         Timeframe("1Min", 1),
         Timeframe("5Min", 5),
         Timeframe("15Min", 15),
+        Timeframe("30Min", 30),
         Timeframe("1Hour", 60),
         Timeframe("1Day", 390),
     )
 }
+
+
+def minutes_timeframe(minutes: int) -> Timeframe:
+    """The intraday timeframe of `minutes` per bar (a provider's source for a coarser one)."""
+    known = {tf.minutes: tf for tf in TIMEFRAMES.values() if not tf.is_daily}
+    return known.get(minutes) or Timeframe(f"{minutes}Min", minutes)
 
 
 class UnknownTimeframeError(ValueError):

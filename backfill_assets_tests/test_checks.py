@@ -184,7 +184,7 @@ def test_duplicate_keys_counts_keys_and_surplus_rows(reader: SqlReader) -> None:
     "name, full, half",
     [("1Min", 390, 210), ("5Min", 78, 42), ("15Min", 26, 14), ("1Hour", 7, 4), ("1Day", 1, 1)],
 )
-def test_bars_per_session_counts_clock_aligned_bars(
+def test_bars_per_session_counts_session_anchored_bars(
     calendar: TradingCalendar, name: str, full: int, half: int
 ) -> None:
     timeframe = TIMEFRAMES[name]

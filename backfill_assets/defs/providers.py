@@ -30,7 +30,7 @@ from backfill_assets.timeframes import Timeframe, parse_timeframe
 class BarProviderResource(dg.ConfigurableResource):
     """Common to every provider: the bar timeframe."""
 
-    timeframe: str = Field(default="1Min", description="1Min, 5Min, 15Min, 1Hour or 1Day.")
+    timeframe: str = Field(default="1Min", description="1Min, 5Min, 15Min, 30Min, 1Hour or 1Day.")
 
     @property
     def provider_name(self) -> str:

@@ -14,11 +14,12 @@ from alpaca.data.historical import StockHistoricalDataClient
 from alpaca.data.requests import StockBarsRequest
 from alpaca.data.timeframe import TimeFrame, TimeFrameUnit
 
+from backfill_assets.anchored import aggregate, source_minutes
 from backfill_assets.calendar import TradingCalendar
 from backfill_assets.providers.base import BarRequest, FetchResult, ProviderError, own_symbols, regular_hours
 from backfill_assets.providers.sessions import BudgetedSession
 from backfill_assets.schemas import PROVIDER_COLUMNS, empty_bars
-from backfill_assets.timeframes import Timeframe
+from backfill_assets.timeframes import Timeframe, minutes_timeframe
 
 DEFAULT_URL = "https://data.alpaca.markets"
 PERMANENT_STATUS = frozenset({400, 401, 403, 404, 422})
@@ -71,28 +72,34 @@ class AlpacaProvider:
         self._client._session = session
         self._client._retry = 0
 
-    def _window(self, request: BarRequest) -> tuple[dt.datetime, dt.datetime]:
-        start = pd.Timestamp(request.sessions[0], tz=self.calendar.tz)
-        end = pd.Timestamp(request.sessions[-1], tz=self.calendar.tz) + pd.Timedelta(days=1, seconds=-1)
-        return start.tz_convert("UTC").to_pydatetime(), end.tz_convert("UTC").to_pydatetime()
+    def _windows(self, request: BarRequest) -> list[tuple[dt.datetime, dt.datetime]]:
+        """[start, end] (Alpaca's end is inclusive) of each call. Alpaca has no regular-hours filter
+        and sends the whole exchange day: a request whose every session fills a page by itself (one
+        session, or many tickers) asks per session for [open, close) instead; a long range of few
+        tickers asks for whole days, since a call per session would cost more than the outside-hours
+        bars it saves (they are dropped and counted in `FetchResult.dropped`)."""
+        tz, second = self.calendar.tz, pd.Timedelta(seconds=1)
+        per_page = len(request.tickers) * request.timeframe.bars_per_session >= self.bars_per_page
+        if request.timeframe.is_daily or not (len(request.sessions) == 1 or per_page):
+            start = pd.Timestamp(request.sessions[0], tz=tz)
+            end = pd.Timestamp(request.sessions[-1], tz=tz) + pd.Timedelta(days=1) - second
+            return [(start.tz_convert("UTC").to_pydatetime(), end.tz_convert("UTC").to_pydatetime())]
+        bounds = [self.calendar.open_close(day) for day in request.sessions]
+        return [(o.to_pydatetime(), (c - second).to_pydatetime()) for o, c in bounds]
 
-    def fetch(self, request: BarRequest) -> FetchResult:
-        request, refused = own_symbols(request, self.name)
-        if not request.tickers:
-            return FetchResult(bars=empty_bars(), failed=refused)
-        start, end = self._window(request)
+    def _get(self, request: BarRequest, timeframe: Timeframe, start: dt.datetime, end: dt.datetime) -> object:
         span = f"{request.sessions[0]}..{request.sessions[-1]}"
         what = f"{','.join(request.tickers)} {span}"
         params = StockBarsRequest(
             symbol_or_symbols=list(request.tickers),
-            timeframe=alpaca_timeframe(request.timeframe),
+            timeframe=alpaca_timeframe(timeframe),
             start=start,
             end=end,
             adjustment=self._adjustment,
             feed=self.feed,
         )
         try:
-            raw = self._client.get_stock_bars(params)
+            return self._client.get_stock_bars(params)
         except APIError as exc:
             permanent = exc.status_code in PERMANENT_STATUS
             raise ProviderError(
@@ -101,13 +108,29 @@ class AlpacaProvider:
             ) from None
         except ValueError as exc:  # malformed or truncated JSON that survived the retries
             raise ProviderError(f"alpaca sent an unreadable payload for {what}: {exc}") from None
-        served = self._frame(raw)
-        frame = regular_hours(served, self.calendar, request.timeframe)
+
+    def fetch(self, request: BarRequest) -> FetchResult:
+        request, refused = own_symbols(request, self.name)
+        if not request.tickers:
+            return FetchResult(bars=empty_bars(), failed=refused)
+        # Alpaca's buckets are clock-aligned: fetch the coarsest size aligned to the session too
+        # (30Min for 1Hour on XNYS), keep regular hours, then build the bars anchored at the open.
+        minutes = source_minutes(self.calendar, request.sessions, request.timeframe)
+        fetched = request.timeframe if minutes == request.timeframe.minutes else minutes_timeframe(minutes)
+        served = pd.concat(
+            [self._frame(self._get(request, fetched, a, b)) for a, b in self._windows(request)],
+            ignore_index=True,
+        )
+        frame = regular_hours(served, self.calendar, fetched)
+        dropped = len(served) - len(frame)
+        if fetched is not request.timeframe:
+            frame = aggregate(frame, self.calendar, request.timeframe)
+        span = f"{request.sessions[0]}..{request.sessions[-1]}"
         missing = sorted(set(request.tickers) - set(frame["ticker"]))
         failed = {
             t: f"alpaca returned no bars for {t} over {span} (unknown or unlisted symbol)" for t in missing
         }
-        return FetchResult(bars=frame, failed=failed | refused, dropped=len(served) - len(frame))
+        return FetchResult(bars=frame, failed=failed | refused, dropped=dropped)
 
     @staticmethod
     def _frame(raw: object) -> pd.DataFrame:

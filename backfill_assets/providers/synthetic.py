@@ -4,7 +4,10 @@ Each ticker has a stationary AR(1) log-price walk across sessions (seeded by the
 each session, a random path seeded by (ticker, session) with U-shaped volatility and volume that
 ends exactly on that day's close. Bars lie only inside regular hours; half days are shorter, and a
 lunch break (XHKG, XTKS) has no bars.
-Coarser timeframes aggregate the 1-minute path, clock-aligned like Alpaca (1Hour bars at hh:00).
+Coarser timeframes aggregate the 1-minute path anchored at the session (anchored.py: 09:30, 10:30,
+...), as the project stores them. `hours="extended"` adds sparse, thinly traded pre-market (from 04:00)
+and after-hours (to 20:00) minutes, and `anchor="clock"` buckets at hh:00: together, what Alpaca
+serves (the local test server's bars), where a 09:00 hourly bar holds pre-market trades.
 """
 
 import datetime as dt
@@ -13,6 +16,7 @@ import hashlib
 import numpy as np
 import pandas as pd
 
+from backfill_assets.anchored import bucket_of
 from backfill_assets.calendar import TradingCalendar
 from backfill_assets.providers.base import BarRequest, FetchResult
 from backfill_assets.schemas import PROVIDER_COLUMNS, empty_bars
@@ -103,15 +107,60 @@ def _aggregate(
     }
 
 
-def _resample(bars: dict[str, np.ndarray], timeframe: Timeframe, day_start_ns: int) -> dict[str, np.ndarray]:
+def _resample(
+    bars: dict[str, np.ndarray], timeframe: Timeframe, day_start_ns: int, starts: np.ndarray | None
+) -> dict[str, np.ndarray]:
+    """Minute bars as `timeframe` bars: anchored at the span `starts`, or at the clock (None)."""
     if timeframe.minutes == 1:
         return bars
     if timeframe.is_daily:
         return _aggregate(bars, np.array([0]), np.array([day_start_ns]))
-    width = timeframe.minutes * 60_000_000_000
-    buckets = bars["ts"] // width * width  # ET is a whole-hour UTC offset, so UTC flooring aligns
-    starts = np.flatnonzero(np.diff(buckets, prepend=-1))
-    return _aggregate(bars, starts, buckets[starts])
+    width = timeframe.minutes * MINUTE_NS
+    if starts is None:
+        buckets = bars["ts"] // width * width  # ET is a whole-hour UTC offset, so UTC flooring aligns
+    else:
+        buckets = bucket_of(bars["ts"], starts, timeframe.minutes)
+    first = np.flatnonzero(np.diff(buckets, prepend=-1))
+    return _aggregate(bars, first, buckets[first])
+
+
+def _extended_minutes(
+    ticker: str, day: dt.date, ts: np.ndarray, start_price: float, daily_volume: float
+) -> dict[str, np.ndarray]:
+    """Sparse outside-hours minutes `ts` (about one in three trades), walking from `start_price`
+    with thin volume: prices and sizes unlike the regular session's."""
+    rng = np.random.default_rng(_seed(ticker, day.isoformat(), str(int(ts[0]) if ts.size else 0)))
+    ts = ts[rng.random(ts.size) < 0.35]
+    n = ts.size
+    close = np.round(start_price * np.exp(np.cumsum(rng.standard_normal(n) * MINUTE_SD * 2)), 2)
+    open_ = np.concatenate(([round(start_price, 2)], close[:-1]))[:n]
+    high = np.maximum(open_, close)
+    low = np.minimum(open_, close)
+    volume = np.maximum(1.0, np.round(daily_volume / 390 * 0.02 * rng.lognormal(0.0, 0.8, n)))
+    return {
+        "ts": ts,
+        "open": open_,
+        "high": high,
+        "low": low,
+        "close": close,
+        "volume": volume,
+        "trade_count": np.maximum(1, np.round(volume / 50)).astype("int64"),
+        "vwap": np.round((high + low + 2 * close) / 4, 4),
+    }
+
+
+def _with_extended(
+    ticker: str, day: dt.date, minutes: dict[str, np.ndarray], calendar: TradingCalendar, volume: float
+) -> dict[str, np.ndarray]:
+    """The session's minutes with pre-market (04:00 to the open) and after-hours (the close to 20:00)
+    minutes around them, in exchange time."""
+    midnight = pd.Timestamp(day, tz=calendar.tz)
+    open_, close = calendar.open_close(day)
+    pre_ts = np.arange((midnight + pd.Timedelta(hours=4)).value, open_.value, MINUTE_NS, dtype="int64")
+    post_ts = np.arange(close.value, (midnight + pd.Timedelta(hours=20)).value, MINUTE_NS, dtype="int64")
+    pre = _extended_minutes(ticker, day, pre_ts, float(minutes["open"][0]) * 0.997, volume)
+    post = _extended_minutes(ticker, day, post_ts, float(minutes["close"][-1]), volume)
+    return {c: np.concatenate([pre[c], minutes[c], post[c]]) for c in minutes}
 
 
 class SyntheticProvider:
@@ -120,26 +169,31 @@ class SyntheticProvider:
     name = "synthetic"
     adjustment = "raw"
 
-    def __init__(self, calendar: TradingCalendar) -> None:
-        self.calendar = calendar
+    def __init__(self, calendar: TradingCalendar, hours: str = "regular", anchor: str = "session") -> None:
+        if hours not in ("regular", "extended") or anchor not in ("session", "clock"):
+            raise ValueError(f"synthetic provider: hours {hours!r}, anchor {anchor!r}")
+        self.calendar, self.hours, self.anchor = calendar, hours, anchor
 
     def fetch(self, request: BarRequest) -> FetchResult:
         days = list(request.sessions)
         parts: list[dict[str, np.ndarray]] = []
         tickers: list[np.ndarray] = []
+        extended = self.hours == "extended" and not request.timeframe.is_daily
         for ticker in request.tickers:
             consts = _ticker_constants(ticker)
             closes, prev_closes = _close_logs(ticker, days, consts[0])
             for day, close_log, prev_log in zip(days, closes, prev_closes, strict=True):
-                ts = np.concatenate(
-                    [
-                        np.arange(a.value, b.value, MINUTE_NS, dtype="int64")
-                        for a, b in self.calendar.trading_spans(day)
-                    ]
-                )
+                spans = self.calendar.trading_spans(day)
+                ts = np.concatenate([np.arange(a.value, b.value, MINUTE_NS, dtype="int64") for a, b in spans])
                 minutes = _session_minutes(ticker, day, ts, (close_log, prev_log), consts)
+                if extended:
+                    minutes = _with_extended(ticker, day, minutes, self.calendar, consts[1])
                 day_start = pd.Timestamp(day, tz=self.calendar.tz).tz_convert("UTC").value
-                parts.append(_resample(minutes, request.timeframe, day_start))
+                starts = np.array([a.value for a, _ in spans]) if self.anchor == "session" else None
+                if extended and starts is not None:  # outside hours: anchored at 04:00 and at the close
+                    four = (pd.Timestamp(day, tz=self.calendar.tz) + pd.Timedelta(hours=4)).value
+                    starts = np.concatenate(([four], starts, [spans[-1][1].value]))
+                parts.append(_resample(minutes, request.timeframe, day_start, starts))
                 tickers.append(np.full(parts[-1]["ts"].size, ticker, dtype=object))
         return FetchResult(bars=self._frame(parts, tickers))
 

@@ -29,9 +29,9 @@ from backfill_assets.providers.base import BarRequest, FetchResult, ProviderErro
 from backfill_assets.providers.sessions import BudgetedCurlSession
 from backfill_assets.schemas import PROVIDER_COLUMNS, empty_bars
 
-INTERVALS = {"1Min": "1m", "5Min": "5m", "15Min": "15m", "1Hour": "1h", "1Day": "1d"}
-HISTORY_DAYS = {"1m": 30, "5m": 60, "15m": 60, "1h": 730}
-CHUNK_DAYS = {"1m": 8, "5m": 60, "15m": 60, "1h": 730, "1d": 365 * 100}
+INTERVALS = {"1Min": "1m", "5Min": "5m", "15Min": "15m", "30Min": "30m", "1Hour": "1h", "1Day": "1d"}
+HISTORY_DAYS = {"1m": 30, "5m": 60, "15m": 60, "30m": 60, "1h": 730}
+CHUNK_DAYS = {"1m": 8, "5m": 60, "15m": 60, "30m": 60, "1h": 730, "1d": 365 * 100}
 # Yahoo's chart errors (yfinance passes on their description) that retrying cannot fix.
 UNKNOWN_SYMBOL = ("No data found", "delisted")
 BAD_REQUEST = ("must be within", "Invalid input", "not supported", "Unprocessable")

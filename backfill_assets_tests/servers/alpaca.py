@@ -43,7 +43,7 @@ Bar = dict[str, Any]  # {"t": aware datetime, "o","h","l","c","v","vw": float, "
 BarSource = Callable[[str, str, dt.datetime, dt.datetime], list[Bar]]
 Fault = int | str  # an HTTP status, or "slow" | "malformed" | "truncated" | "reset"
 
-TIMEFRAMES = frozenset({"1Min", "5Min", "15Min", "1Hour", "1Day"})
+TIMEFRAMES = frozenset({"1Min", "5Min", "15Min", "30Min", "1Hour", "1Day"})
 ADJUSTMENTS = frozenset({"raw", "split", "dividend", "all"})
 FEEDS = frozenset({"iex", "sip", "delayed_sip", "otc", "boats", "overnight"})
 SYMBOL = re.compile(r"[A-Z0-9][A-Z0-9.\-]{0,20}")  # "BRK.B" is valid; lowercase or spaces are not
@@ -590,7 +590,9 @@ def running_alpaca(config: AlpacaServerConfig | None = None) -> Iterator[AlpacaS
 
 
 def synthetic_bar_source() -> BarSource:
-    """Raw bars from the project's SyntheticProvider on the XNYS calendar, cached per session.
+    """Raw bars from the project's SyntheticProvider on the XNYS calendar, cached per session: the
+    whole exchange day as Alpaca serves it, pre-market (from 04:00) and after-hours (to 20:00) minutes
+    included, coarse bars clock-aligned (a 09:00 hourly bar holds 09:00-09:30 pre-market trades).
 
     Sessions are the calendar sessions whose New York date lies within the window's New York dates;
     bars are then cut to [start, end], both inclusive as on Alpaca.
@@ -601,7 +603,7 @@ def synthetic_bar_source() -> BarSource:
     from backfill_assets.timeframes import TIMEFRAMES as PROJECT_TIMEFRAMES
 
     calendar = get_calendar("XNYS", dt.date(2000, 1, 3))
-    provider = SyntheticProvider(calendar)
+    provider = SyntheticProvider(calendar, hours="extended", anchor="clock")
     cache: dict[tuple[str, str, dt.date], list[Bar]] = {}
     lock = threading.Lock()
 

@@ -685,14 +685,23 @@ def _remove_cache_dir() -> None:
 # -- bars --------------------------------------------------------------------------------------------
 
 # yfinance interval -> the project's timeframe name (30m is fetched as 15m by yfinance itself).
-PROJECT_TIMEFRAMES = {"1m": "1Min", "5m": "5Min", "15m": "15Min", "1h": "1Hour", "60m": "1Hour", "1d": "1Day"}
+PROJECT_TIMEFRAMES = {
+    "1m": "1Min",
+    "5m": "5Min",
+    "15m": "15Min",
+    "30m": "30Min",
+    "1h": "1Hour",
+    "60m": "1Hour",
+    "1d": "1Day",
+}
 
 
 def synthetic_bar_source() -> BarSource:
     """Raw bars from the project's SyntheticProvider on XNYS, cached per (symbol, interval, session).
 
     Returns bars with start <= t < end. Daily bars are stamped at the session's open (09:30 New York),
-    as Yahoo stamps them; intraday bars keep the provider's stamps (bar start, clock-aligned 1h).
+    as Yahoo stamps them; intraday bars keep the provider's stamps (bar start; 1h anchored at 09:30
+    as Yahoo's are, and regular hours only, since yfinance asks without includePrePost).
     """
     from backfill_assets.providers.base import BarRequest
     from backfill_assets.providers.synthetic import SyntheticProvider
