@@ -21,10 +21,11 @@ from backfill_assets.timeframes import Timeframe
 NS_PER_MINUTE = 60_000_000_000
 
 
-def span_starts(calendar: TradingCalendar, days: Iterable[dt.date]) -> np.ndarray:
-    """UTC ns of every trading span's start over `days`, sorted (the open, and a break's end)."""
-    starts = [start.value for day in days for start, _ in calendar.trading_spans(day)]
-    return np.array(sorted(starts), dtype="int64")
+def span_starts(calendar: TradingCalendar, days: Iterable[dt.date], extended: bool = False) -> np.ndarray:
+    """UTC ns of every span's start over `days`, sorted: the open and a break's end, and with
+    `extended` hours also 04:00 and the close (calendar.extended_spans)."""
+    spans = calendar.extended_spans if extended else calendar.trading_spans
+    return np.array(sorted(start.value for day in days for start, _ in spans(day)), dtype="int64")
 
 
 def bucket_of(ts_ns: np.ndarray, starts_ns: np.ndarray, minutes: int) -> np.ndarray:
@@ -34,22 +35,26 @@ def bucket_of(ts_ns: np.ndarray, starts_ns: np.ndarray, minutes: int) -> np.ndar
     return span + (ts_ns - span) // width * width
 
 
-def source_minutes(calendar: TradingCalendar, days: Iterable[dt.date], timeframe: Timeframe) -> int:
+def source_minutes(
+    calendar: TradingCalendar, days: Iterable[dt.date], timeframe: Timeframe, extended: bool = False
+) -> int:
     """The coarsest bar size whose clock-aligned buckets are also anchored at every span start of
     `days` (the gcd of the width and each start's minute of the day): the timeframe itself on XNYS
     for 5, 15 and 30 minutes, 30 for 1Hour (09:30 is not on the hour)."""
     if timeframe.is_daily:
         return timeframe.minutes
     size = timeframe.minutes
-    for start in span_starts(calendar, days):
+    for start in span_starts(calendar, days, extended):
         size = math.gcd(size, int(start // NS_PER_MINUTE) % (24 * 60))
     return size
 
 
-def aggregate(frame: pd.DataFrame, calendar: TradingCalendar, timeframe: Timeframe) -> pd.DataFrame:
-    """`frame`'s regular-hours bars (provider columns, finer and aligned) as anchored `timeframe`
-    bars: first open, highest high, lowest low, last close, summed volume and trades, and the
-    volume-weighted vwap."""
+def aggregate(
+    frame: pd.DataFrame, calendar: TradingCalendar, timeframe: Timeframe, extended: bool = False
+) -> pd.DataFrame:
+    """`frame`'s bars (provider columns, finer and aligned; inside the spans, `extended` or not) as
+    anchored `timeframe` bars: first open, highest high, lowest low, last close, summed volume and
+    trades, and the volume-weighted vwap."""
     if frame.empty:
         return frame
     ts = pd.DatetimeIndex(frame["ts"]).as_unit("ns").asi8
@@ -57,7 +62,7 @@ def aggregate(frame: pd.DataFrame, calendar: TradingCalendar, timeframe: Timefra
     days = [d for d in local if calendar.is_session(d)]
     order = np.lexsort((ts, frame["ticker"].to_numpy()))
     frame = frame.iloc[order].reset_index(drop=True)
-    bucket = bucket_of(ts[order], span_starts(calendar, days), timeframe.minutes)
+    bucket = bucket_of(ts[order], span_starts(calendar, days, extended), timeframe.minutes)
     volume = frame["volume"].to_numpy("float64")
     weighted = frame["vwap"].to_numpy("float64") * volume
     keys = frame.assign(bucket=bucket, weighted=weighted).groupby(["ticker", "bucket"], sort=False)

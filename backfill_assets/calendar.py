@@ -104,6 +104,18 @@ class TradingCalendar:
         pause = self.break_of(day)
         return [(open_, close)] if pause is None else [(open_, pause[0]), (pause[1], close)]
 
+    def extended_spans(self, day: dt.date) -> list[tuple[pd.Timestamp, pd.Timestamp]]:
+        """The exchange day's spans with its outside hours, 04:00 to the open and four hours after the
+        close (the US pre-market and after-hours sessions: to 20:00, 17:00 after a 13:00 close)."""
+        midnight = pd.Timestamp(day, tz=self.tz)
+        open_, close = self.open_close(day)
+        pre = ((midnight + pd.Timedelta(hours=4)).tz_convert("UTC"), open_)
+        post = (
+            close,
+            min(close + pd.Timedelta(hours=4), (midnight + pd.Timedelta(days=1)).tz_convert("UTC")),
+        )
+        return [span for span in (pre, *self.trading_spans(day), post) if span[0] < span[1]]
+
     def session_minutes(self, day: dt.date) -> int:
         """Regular-hours minutes of a session: 390 on a full XNYS day, 210 on a 13:00 early close,
         330 on an XHKG day (its lunch break excluded)."""

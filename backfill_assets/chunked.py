@@ -44,6 +44,7 @@ def merge(reports: list[IngestReport], started: float) -> IngestReport:
         requests=sum(r.requests for r in reports),
         duration_s=time.monotonic() - started,
         dropped=sum(r.dropped for r in reports),
+        outside=sum(r.outside for r in reports),
         sources={k: v for r in reports for k, v in r.sources.items()},
     )
 

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 import pandas as pd
 
 from backfill_assets.calendar import TradingCalendar
-from backfill_assets.providers.base import BarProvider, BarRequest, FetchResult
+from backfill_assets.providers.base import BarProvider, BarRequest, FetchResult, in_regular_hours
 from backfill_assets.schemas import distinct_pairs, empty_bars, session_of, validate_bars
 from backfill_assets.storage.base import BarStore, Slice
 from backfill_assets.symbols import validate_ticker
@@ -35,6 +35,7 @@ class IngestReport:
     duration_s: float
     dropped: int = 0  # bars the provider received and left out on purpose (FetchResult.dropped)
     sources: Mapping[Slice, str] = field(default_factory=dict)  # the file behind a slice, if any
+    outside: int = 0  # bars stored outside regular hours (BACKFILL_TRADING_HOURS=extended)
 
     @property
     def total_rows(self) -> int:
@@ -151,9 +152,17 @@ def write(
         failed |= holes
     frame = pd.concat(frames, ignore_index=True) if frames else empty_bars()
     written = fetched.wanted - failed.keys()
+    # Each bar flagged by its start (outside_hours.py). In regular hours a bar that starts outside
+    # them (an hh:00 bar straddling the open, from a file) is dropped, counted, never stored.
+    regular = in_regular_hours(frame, calendar, timeframe)
+    dropped = sum(result.dropped for result in fetched.results)
+    if getattr(provider, "hours", "regular") == "regular" and not regular.all():
+        frame, dropped = frame[regular].reset_index(drop=True), dropped + int((~regular).sum())
+        regular = regular[regular]
     days = session_of(frame["ts"], calendar.tz)
     validate_bars(frame, calendar.tz, set(written), days)
     frame["session_date"] = days
+    frame["regular_hours"] = regular
     frame["provider"] = provider.name
     frame["timeframe"] = timeframe.name
     frame["adjustment"] = provider.adjustment
@@ -175,7 +184,8 @@ def write(
         adjustment=provider.adjustment,
         requests=len(fetched.requests),
         duration_s=time.monotonic() - fetched.started,
-        dropped=sum(result.dropped for result in fetched.results),
+        dropped=dropped,
+        outside=int(len(frame) - regular.sum()),
         sources={key: sources[key] for key in written if key in sources},
     )
 

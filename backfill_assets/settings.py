@@ -23,6 +23,7 @@ FILES_SETTINGS = {
     "adjustment": "BACKFILL_FILES_ADJUSTMENT",
 }
 STORES = ("duckdb", "postgres")
+TRADING_HOURS = ("regular", "extended")
 TICKER_PARTITIONS = "tickers"
 
 
@@ -48,6 +49,7 @@ class Settings:
     memory_budget_mb: int = 1024
     partitions_per_run: int | None = None  # None: single_run (one run per ticker or per date)
     files: FileSource | None = None  # BACKFILL_PROVIDER=files: where the bars are read
+    trading_hours: str = "regular"  # or "extended": also pre-market and after-hours bars
 
     @property
     def pool(self) -> str:
@@ -107,6 +109,13 @@ def _files(env: dict[str, str], provider: str) -> FileSource | None:
         raise SettingsError(f"{name}={raw[exc.setting]!r}: {exc}") from None
 
 
+def _trading_hours(env: dict[str, str]) -> str:
+    hours = env.get("BACKFILL_TRADING_HOURS", "").strip() or "regular"
+    if hours not in TRADING_HOURS:
+        raise SettingsError(f"BACKFILL_TRADING_HOURS={hours!r}: expected one of {', '.join(TRADING_HOURS)}")
+    return hours
+
+
 def _universe(env: dict[str, str], provider: str) -> tuple[str, ...]:
     if env.get("BACKFILL_TICKERS", "").strip():
         source, text = "BACKFILL_TICKERS", env["BACKFILL_TICKERS"]
@@ -153,6 +162,7 @@ def load_settings(env: dict[str, str] | None = None, today: dt.date | None = Non
         memory_budget_mb=_positive_int(env, "BACKFILL_MEMORY_BUDGET_MB") or 1024,
         partitions_per_run=_positive_int(env, "BACKFILL_PARTITIONS_PER_RUN"),
         files=_files(env, provider),
+        trading_hours=_trading_hours(env),
     )
 
 

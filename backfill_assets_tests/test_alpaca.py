@@ -205,7 +205,7 @@ def test_budget_lives_in_postgres_when_asked(
     rpm = 9000 + os.getpid() % 997  # a bucket table of this test's own: budget_alpaca_<rpm>
     table = f"ratelimit___budget_alpaca_{rpm}"
     tags = {RANGE_START: "2024-03-05|AAPL", RANGE_END: "2024-03-07|AAPL"}
-    alpaca.configure(max_page_size=390)
+    alpaca.configure(max_page_size=600)  # 3 whole exchange days, ~1,760 bars: 3 pages
     try:
         result = run_bars(
             instance, alpaca, db_path, tags, budget_postgres_url=postgres_url, requests_per_minute=rpm

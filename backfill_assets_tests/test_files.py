@@ -242,3 +242,26 @@ def test_bokeh_sampledata_daily_stocks_land_and_label_through_the_cli(
         ).records
         assert record.asset_materialization is not None
         assert record.asset_materialization.metadata["source_file"].value == str(bokeh_stocks)
+
+
+def test_extended_hours_from_files_are_kept_and_flagged(
+    instance: dg.DagsterInstance, db_path: Path, tmp_path: Path, calendar: TradingCalendar
+) -> None:
+    provider = SyntheticProvider(calendar, hours="extended")
+    everything = provider.fetch(BarRequest(("AAPL",), DAYS, TIMEFRAMES["1Min"])).bars
+    late = everything.tail(1).assign(ts=everything["ts"].iloc[-1] + pd.Timedelta(hours=1))  # 20:59
+    pd.concat([everything, late]).to_csv(tmp_path / "aapl.csv", index=False)
+    keys = ("2024-03-01|AAPL", "2024-03-04|AAPL")
+    result = run_bars(instance, db_path, *keys, path=str(tmp_path / "aapl.csv"), trading_hours="extended")
+    assert result.success
+    stored = DuckDBBarStore(db_path).read_bars(extended=True)
+    pd.testing.assert_frame_equal(stored[VALUES], everything[VALUES])
+    assert (~stored["regular_hours"]).sum() == len(everything) - 2 * 390
+    facts = run_facts(instance, result.run_id, dg.AssetKey("bars"))
+    assert facts["bars_dropped"] == 1 and facts["bars_outside_regular_hours"] == len(everything) - 780
+
+
+def test_an_unknown_trading_hours_setting_is_refused_by_name() -> None:
+    with pytest.raises(SettingsError) as raised:
+        load_settings({"BACKFILL_TICKERS": "AAPL", "BACKFILL_TRADING_HOURS": "all"})
+    assert "BACKFILL_TRADING_HOURS='all': expected one of regular, extended" in str(raised.value)

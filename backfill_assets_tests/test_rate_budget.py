@@ -1,7 +1,8 @@
 """The API budget across processes: three `dagster asset materialize` runs share one instance's budget.
 
-Each run fetches one ticker over three sessions in 390-bar pages: three requests per run, nine in
-all, more than one minute's budget, so the test spans two rate windows (about 70 s per test).
+Each run fetches one ticker over three whole exchange days (~1,740 bars with the outside-hours ones)
+in 600-bar pages: three requests per run, nine in all, more than one minute's budget, so the test
+spans two rate windows (about 70 s per test).
 """
 
 import subprocess
@@ -23,7 +24,7 @@ TICKERS = ("AAPL", "MSFT", "NVDA")
 
 @pytest.fixture
 def alpaca() -> Iterator[AlpacaServer]:
-    config = AlpacaServerConfig(api_key=KEY, secret_key=SECRET, max_page_size=390)
+    config = AlpacaServerConfig(api_key=KEY, secret_key=SECRET, max_page_size=600)
     with running_alpaca(config) as server:
         yield server
 

@@ -5,6 +5,7 @@ alpaca-py against the local server, whose bars include sparse pre-market and aft
 import datetime as dt
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import dagster as dg
 import numpy as np
@@ -14,13 +15,22 @@ import pytest
 from backfill_assets import quality
 from backfill_assets.anchored import aggregate
 from backfill_assets.calendar import TradingCalendar, get_calendar
+from backfill_assets.defs.bars import bars
+from backfill_assets.defs.labels import label_asset
+from backfill_assets.defs.providers import SyntheticProviderResource
+from backfill_assets.defs.resources import BarStoreResource
 from backfill_assets.defs.run_facts import run_facts
-from backfill_assets.providers.base import BarRequest, regular_hours
+from backfill_assets.providers.base import BarRequest, in_regular_hours, regular_hours
 from backfill_assets.providers.synthetic import SyntheticProvider
 from backfill_assets.storage.duckdb_store import DuckDBBarStore
+from backfill_assets.storage.open import label_store
+from backfill_assets.storage.postgres_store import PostgresStore
 from backfill_assets.timeframes import TIMEFRAMES
+from backfill_assets_tests import test_yahoo
 from backfill_assets_tests.servers.alpaca import AlpacaServer, AlpacaServerConfig, running_alpaca
 from backfill_assets_tests.test_alpaca import KEY, RANGE_END, RANGE_START, SECRET, run_bars
+from backfill_assets_tests.test_alpaca import expected as regular  # regular hours, anchored
+from backfill_assets_tests.test_labels import SETS
 
 D = dt.date
 OHLCV = ["ticker", "ts", "open", "high", "low", "close", "volume", "trade_count"]
@@ -37,13 +47,6 @@ def served(calendar: TradingCalendar, tickers: tuple[str, ...], days: tuple[D, .
     """The server's bars: the whole exchange day, clock-aligned."""
     provider = SyntheticProvider(calendar, hours="extended", anchor="clock")
     return provider.fetch(BarRequest(tickers, days, TIMEFRAMES[tf])).bars
-
-
-def regular(
-    calendar: TradingCalendar, tickers: tuple[str, ...], days: tuple[D, ...], tf: str
-) -> pd.DataFrame:
-    frame = SyntheticProvider(calendar).fetch(BarRequest(tickers, days, TIMEFRAMES[tf])).bars
-    return frame.sort_values(["ticker", "ts"], ignore_index=True)
 
 
 def test_hourly_bars_are_built_from_regular_half_hours_anchored_at_the_open(
@@ -117,3 +120,114 @@ def test_coarse_bars_are_anchored_at_each_span_start_and_counted_so(code: str, d
     for ts in bars["ts"]:
         span = max(s for s in starts if s <= ts)
         assert (ts - span) % width == pd.Timedelta(0), ts
+
+
+def stores(
+    db_path: Path, pg_store: PostgresStore | None
+) -> tuple[BarStoreResource, DuckDBBarStore | PostgresStore]:
+    if pg_store is None:
+        return BarStoreResource(duckdb_path=str(db_path)), DuckDBBarStore(db_path)
+    resource = BarStoreResource(
+        backend="postgres", postgres_url=pg_store.url, postgres_schema=pg_store.schema
+    )
+    return resource, pg_store
+
+
+@pytest.mark.parametrize("backend", ["duckdb", pytest.param("postgres", marks=pytest.mark.postgres)])
+def test_extended_hours_keep_every_bar_flagged_and_labels_read_regular_hours(
+    instance: dg.DagsterInstance,
+    db_path: Path,
+    calendar: TradingCalendar,
+    backend: str,
+    request: pytest.FixtureRequest,
+) -> None:
+    pg_store = request.getfixturevalue("pg_store") if backend == "postgres" else None
+    resource, store = stores(db_path, pg_store)
+    tags = {RANGE_START: "2024-07-02|AAPL", RANGE_END: "2024-07-03|AAPL"}
+
+    def materialize(hours: str, selection: list[Any]) -> dg.ExecuteInProcessResult:
+        provider = SyntheticProviderResource(timeframe="5Min", trading_hours=hours)
+        resources = {"bar_provider": provider, "bar_store": resource}
+        return dg.materialize(selection, instance=instance, resources=resources, tags=tags)
+
+    days = (D(2024, 7, 2), D(2024, 7, 3))
+    label = label_asset(SETS[0])
+    regular_run = materialize("regular", [bars, label])
+    regular_labels = label_store(store).read_labels(SETS[0].table)
+    result = materialize("extended", [bars, label])
+    everything = (
+        SyntheticProvider(calendar, hours="extended")
+        .fetch(BarRequest(("AAPL",), days, TIMEFRAMES["5Min"]))
+        .bars
+    )
+    flag = in_regular_hours(everything, calendar, TIMEFRAMES["5Min"])
+    stored = store.read_bars(extended=True)
+    pd.testing.assert_frame_equal(stored[OHLCV], everything[OHLCV].sort_values("ts", ignore_index=True))
+    assert stored["regular_hours"].tolist() == flag.tolist() and 0 < (~flag).sum() < len(flag)
+    pd.testing.assert_frame_equal(store.read_bars()[OHLCV], regular(calendar, ("AAPL",), days, "5Min")[OHLCV])
+    hours = stored["ts"].dt.tz_convert(NEW_YORK).dt.strftime("%H:%M")
+    full_day = (stored["session_date"] == D(2024, 7, 2)).to_numpy()  # 3 Jul's after-hours start at 13:00
+    assert not hours[~stored["regular_hours"] & full_day].between("09:30", "15:59").any()
+    facts = run_facts(instance, result.run_id, dg.AssetKey("bars"))
+    assert facts["trading_hours"] == "extended" and facts["bars_outside_regular_hours"] == int((~flag).sum())
+    # Labels read regular hours whatever is stored: the same values as before.
+    pd.testing.assert_frame_equal(label_store(store).read_labels(SETS[0].table), regular_labels)
+    assert regular_run.success and result.success
+    # Back to regular hours: the partitions are replaced whole, outside-hours bars included.
+    assert materialize("regular", [bars]).success
+    assert store.read_bars(extended=True)["regular_hours"].all()
+
+
+def test_extended_hourly_bars_from_alpaca_are_anchored_at_four_the_open_and_the_close(
+    instance: dg.DagsterInstance, alpaca: AlpacaServer, db_path: Path, calendar: TradingCalendar
+) -> None:
+    tags = {RANGE_START: "2024-07-02|AAPL", RANGE_END: "2024-07-02|AAPL"}
+    assert run_bars(instance, alpaca, db_path, tags, timeframe="1Hour", trading_hours="extended").success
+    stored = DuckDBBarStore(db_path).read_bars(extended=True)
+    hours = stored["ts"].dt.tz_convert(NEW_YORK).dt.strftime("%H:%M").tolist()
+    assert hours == [
+        "04:00", "05:00", "06:00", "07:00", "08:00", "09:00", "09:30", "10:30", "11:30", "12:30", "13:30",
+        "14:30", "15:30", "16:00", "17:00", "18:00", "19:00",
+    ]  # fmt: skip
+    assert stored["regular_hours"].tolist() == 6 * [False] + 7 * [True] + 4 * [False]
+    day = (D(2024, 7, 2),)
+    expected = (
+        SyntheticProvider(calendar, hours="extended")
+        .fetch(BarRequest(("AAPL",), day, TIMEFRAMES["1Hour"]))
+        .bars
+    )
+    pd.testing.assert_frame_equal(stored[OHLCV], expected[OHLCV])
+    # The 09:00 bar is the pre-market half hour alone; regular hours equal the regular-hours run.
+    half = (
+        served(calendar, ("AAPL",), day, "30Min")
+        .set_index("ts")
+        .loc[pd.Timestamp("2024-07-02 09:00", tz=NEW_YORK)]
+    )
+    assert stored.iloc[5]["open"] == half["open"] and stored.iloc[5]["volume"] == half["volume"]
+    pd.testing.assert_frame_equal(
+        DuckDBBarStore(db_path).read_bars()[OHLCV], regular(calendar, ("AAPL",), day, "1Hour")[OHLCV]
+    )
+
+
+def test_extended_hours_through_yfinance_ask_for_pre_and_post_market(
+    instance: dg.DagsterInstance, db_path: Path, calendar: TradingCalendar
+) -> None:
+    days = test_yahoo.recent_sessions(calendar, 2)
+    test_yahoo.reset_yfinance_state()
+    with test_yahoo.running_yahoo() as server:
+        first, last = f"{days[0]}|AAPL", f"{days[-1]}|AAPL"
+        result = test_yahoo.run_bars(
+            instance, server, db_path, first, last, timeframe="1Hour", trading_hours="extended"
+        )
+        asked = {r.params.get("includePrePost") for r in test_yahoo.data_requests(server)}
+    assert result.success and asked == {"true"}
+    stored = DuckDBBarStore(db_path).read_bars(extended=True)
+    expected = (
+        SyntheticProvider(calendar, hours="extended")
+        .fetch(BarRequest(("AAPL",), days, TIMEFRAMES["1Hour"]))
+        .bars
+    )
+    pd.testing.assert_frame_equal(stored[OHLCV[:-1]], expected[OHLCV[:-1]])  # Yahoo has no trade counts
+    assert (
+        stored["regular_hours"].tolist() == in_regular_hours(expected, calendar, TIMEFRAMES["1Hour"]).tolist()
+    )

@@ -61,6 +61,8 @@ def _run_facts(report: IngestReport, where: str, provider: BarProviderResource) 
         }
     if report.dropped:
         metadata["bars_dropped"] = report.dropped
+    if provider.trading_hours == "extended":
+        metadata |= {"trading_hours": "extended", "bars_outside_regular_hours": report.outside}
     if report.unlisted:
         unlisted = sorted(map(partition_key, report.unlisted))
         metadata["unlisted_partitions"] = len(unlisted)

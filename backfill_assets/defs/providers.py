@@ -31,6 +31,9 @@ class BarProviderResource(dg.ConfigurableResource):
     """Common to every provider: the bar timeframe."""
 
     timeframe: str = Field(default="1Min", description="1Min, 5Min, 15Min, 30Min, 1Hour or 1Day.")
+    trading_hours: Literal["regular", "extended"] = Field(
+        default="regular", description="extended: also pre-market and after-hours bars (table bars_outside)."
+    )
 
     @property
     def provider_name(self) -> str:
@@ -51,7 +54,7 @@ class SyntheticProviderResource(BarProviderResource):
         return "synthetic"
 
     def build(self, calendar: TradingCalendar) -> BarProvider:
-        return SyntheticProvider(calendar)
+        return SyntheticProvider(calendar, hours=self.trading_hours)
 
 
 class FilesProviderResource(BarProviderResource):
@@ -77,7 +80,7 @@ class FilesProviderResource(BarProviderResource):
             source = FileSource(self.path, form, self.columns, self.timezone, self.adjustment)
         except FileSourceError as exc:  # bad launchpad config stays bad: no retry
             raise dg.Failure(description=f"bar_provider: {exc}", allow_retries=False) from None
-        return FilesProvider(calendar, source)
+        return FilesProvider(calendar, source, hours=self.trading_hours)
 
 
 class HttpProviderResource(BarProviderResource):
@@ -164,7 +167,7 @@ class AlpacaProviderResource(HttpProviderResource):
         session = BudgetedSession(self.transport(transient, json_body=True))
         return AlpacaProvider(
             calendar, session, self.api_key, self.secret_key, self.base_url, self.feed, self.adjustment,
-            parallel_requests=self.max_concurrent_requests,
+            parallel_requests=self.max_concurrent_requests, hours=self.trading_hours,
         )  # fmt: skip
 
 
@@ -183,4 +186,4 @@ class YFinanceProviderResource(HttpProviderResource):
     def build(self, calendar: TradingCalendar) -> BarProvider:
         transient = (curl_cffi.requests.exceptions.Timeout, curl_cffi.requests.exceptions.ConnectionError)
         session = BudgetedCurlSession(self.transport(transient, json_body=False), rewrite_to=self.base_url)
-        return YFinanceProvider(calendar, session, self.auto_adjust, self.timeout_s)
+        return YFinanceProvider(calendar, session, self.auto_adjust, self.timeout_s, hours=self.trading_hours)

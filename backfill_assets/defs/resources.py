@@ -57,7 +57,7 @@ class BarStoreResource(dg.ConfigurableResource):
 
 def provider_resource(settings: Settings) -> BarProviderResource:
     """The provider resource for BACKFILL_PROVIDER, with budget overrides from the environment."""
-    common: dict[str, Any] = {"timeframe": settings.timeframe.name}
+    common: dict[str, Any] = {"timeframe": settings.timeframe.name, "trading_hours": settings.trading_hours}
     if settings.provider == "synthetic":
         return SyntheticProviderResource(**common)
     if settings.files is not None:

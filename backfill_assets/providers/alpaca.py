@@ -16,7 +16,7 @@ from alpaca.data.timeframe import TimeFrame, TimeFrameUnit
 
 from backfill_assets.anchored import aggregate, source_minutes
 from backfill_assets.calendar import TradingCalendar
-from backfill_assets.providers.base import BarRequest, FetchResult, ProviderError, own_symbols, regular_hours
+from backfill_assets.providers.base import BarRequest, FetchResult, ProviderError, hours_filter, own_symbols
 from backfill_assets.providers.sessions import BudgetedSession
 from backfill_assets.schemas import PROVIDER_COLUMNS, empty_bars
 from backfill_assets.timeframes import Timeframe, minutes_timeframe
@@ -61,8 +61,9 @@ class AlpacaProvider:
         feed: str = "iex",
         adjustment: str = "raw",
         parallel_requests: int = 1,
+        hours: str = "regular",
     ) -> None:
-        self.calendar, self.feed, self.adjustment = calendar, DataFeed(feed), adjustment
+        self.calendar, self.feed, self.adjustment, self.hours = calendar, DataFeed(feed), adjustment, hours
         self.parallel_requests = parallel_requests  # requests ingest may have in flight at once
         self.bars_per_page = 10_000  # alpaca-py's page size (the API's maximum)
         self._adjustment = Adjustment(adjustment)
@@ -80,7 +81,8 @@ class AlpacaProvider:
         bars it saves (they are dropped and counted in `FetchResult.dropped`)."""
         tz, second = self.calendar.tz, pd.Timedelta(seconds=1)
         per_page = len(request.tickers) * request.timeframe.bars_per_session >= self.bars_per_page
-        if request.timeframe.is_daily or not (len(request.sessions) == 1 or per_page):
+        whole_days = self.hours == "extended" or not (len(request.sessions) == 1 or per_page)
+        if request.timeframe.is_daily or whole_days:
             start = pd.Timestamp(request.sessions[0], tz=tz)
             end = pd.Timestamp(request.sessions[-1], tz=tz) + pd.Timedelta(days=1) - second
             return [(start.tz_convert("UTC").to_pydatetime(), end.tz_convert("UTC").to_pydatetime())]
@@ -115,16 +117,18 @@ class AlpacaProvider:
             return FetchResult(bars=empty_bars(), failed=refused)
         # Alpaca's buckets are clock-aligned: fetch the coarsest size aligned to the session too
         # (30Min for 1Hour on XNYS), keep regular hours, then build the bars anchored at the open.
-        minutes = source_minutes(self.calendar, request.sessions, request.timeframe)
+        extended = self.hours == "extended"
+        minutes = source_minutes(self.calendar, request.sessions, request.timeframe, extended)
         fetched = request.timeframe if minutes == request.timeframe.minutes else minutes_timeframe(minutes)
         served = pd.concat(
             [self._frame(self._get(request, fetched, a, b)) for a, b in self._windows(request)],
             ignore_index=True,
         )
-        frame = regular_hours(served, self.calendar, fetched)
+        keep = hours_filter(self.hours)
+        frame = keep(served, self.calendar, fetched)
         dropped = len(served) - len(frame)
         if fetched is not request.timeframe:
-            frame = aggregate(frame, self.calendar, request.timeframe)
+            frame = aggregate(frame, self.calendar, request.timeframe, extended)
         span = f"{request.sessions[0]}..{request.sessions[-1]}"
         missing = sorted(set(request.tickers) - set(frame["ticker"]))
         failed = {

@@ -2,10 +2,11 @@
 
 import dataclasses
 import datetime as dt
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
 
+import numpy as np
 import pandas as pd
 
 from backfill_assets.calendar import TradingCalendar
@@ -67,22 +68,57 @@ def own_symbols(request: BarRequest, provider: str) -> tuple[BarRequest, dict[st
     return dataclasses.replace(request, tickers=kept), refused
 
 
+def hours_filter(hours: str) -> Callable[[pd.DataFrame, TradingCalendar, Timeframe], pd.DataFrame]:
+    """What a provider keeps of the bars it got: the exchange day (`extended`) or regular hours."""
+    return exchange_day if hours == "extended" else regular_hours
+
+
+def exchange_day(frame: pd.DataFrame, calendar: TradingCalendar, timeframe: Timeframe) -> pd.DataFrame:
+    """Keep bars inside the exchange day's extended spans (calendar.extended_spans: 04:00-20:00)."""
+    if timeframe.is_daily or frame.empty:
+        return frame
+    day = session_of(frame["ts"], calendar.tz)
+    sessions = [d for d in day.unique() if d is not None and calendar.is_session(d)]
+    bounds = {d: (spans[0][0], spans[-1][1]) for d in sessions if (spans := calendar.extended_spans(d))}
+    start = pd.to_datetime(day.map({d: a for d, (a, _) in bounds.items()}), utc=True)
+    end = pd.to_datetime(day.map({d: b for d, (_, b) in bounds.items()}), utc=True)
+    return frame[((frame["ts"] >= start) & (frame["ts"] < end)).fillna(False)].reset_index(drop=True)
+
+
+def in_regular_hours(frame: pd.DataFrame, calendar: TradingCalendar, timeframe: Timeframe) -> np.ndarray:
+    """Whether each anchored bar (anchored.py) starts in regular hours: in [open, close), outside a
+    break. Anchored buckets never straddle the open, so the start decides."""
+    if frame.empty or timeframe.is_daily:
+        return np.ones(len(frame), dtype=bool)
+    return _regular_mask(frame, calendar, timeframe, floor=False)
+
+
 def regular_hours(frame: pd.DataFrame, calendar: TradingCalendar, timeframe: Timeframe) -> pd.DataFrame:
     """Keep bars whose bucket overlaps regular hours: [open floored to the bar size, close), less
     the buckets that lie wholly inside a session's trading break."""
     if timeframe.is_daily or frame.empty:
         return frame
+    return frame[_regular_mask(frame, calendar, timeframe, floor=True)].reset_index(drop=True)
+
+
+def _regular_mask(
+    frame: pd.DataFrame, calendar: TradingCalendar, timeframe: Timeframe, floor: bool
+) -> np.ndarray:
     day = session_of(frame["ts"], calendar.tz)
     sessions = [d for d in day.unique() if d is not None and calendar.is_session(d)]
     bounds = {d: calendar.open_close(d) for d in sessions}
     pauses = {d: pause for d in sessions if (pause := calendar.break_of(d)) is not None}
     width = pd.Timedelta(minutes=timeframe.minutes)
     # Dict lookups per row, not Python calls per row: this ran on every fetched page.
-    start = pd.to_datetime(day.map({d: o.floor(width) for d, (o, _) in bounds.items()}), utc=True)
+    opens = {d: o.floor(width) if floor else o for d, (o, _) in bounds.items()}
+    start = pd.to_datetime(day.map(opens), utc=True)
     end = pd.to_datetime(day.map({d: c for d, (_, c) in bounds.items()}), utc=True)
     keep = (frame["ts"] >= start) & (frame["ts"] < end)
     if pauses:
         paused = pd.to_datetime(day.map({d: b for d, (b, _) in pauses.items()}), utc=True)
         resumed = pd.to_datetime(day.map({d: e for d, (_, e) in pauses.items()}), utc=True)
-        keep &= ~((frame["ts"] >= paused) & (frame["ts"] + width <= resumed)).fillna(False)
-    return frame[keep].reset_index(drop=True)
+        # A floored bucket is in the break only if it lies wholly inside it; a bar start, if it starts there.
+        last = frame["ts"] + width if floor else frame["ts"] + pd.Timedelta(microseconds=1)
+        inside = (frame["ts"] >= paused) & (last <= resumed)
+        keep &= ~inside.fillna(False)
+    return keep.fillna(False).to_numpy(dtype=bool)

@@ -15,7 +15,7 @@ import duckdb
 import pandas as pd
 
 from backfill_assets.calendar import TradingCalendar
-from backfill_assets.providers.base import BarRequest, FetchResult, ProviderError, own_symbols, regular_hours
+from backfill_assets.providers.base import BarRequest, FetchResult, ProviderError, hours_filter, own_symbols
 from backfill_assets.providers.file_source import FileSource, FileSourceError
 from backfill_assets.schemas import PROVIDER_COLUMNS, empty_bars, session_of
 
@@ -36,8 +36,8 @@ class FilesProvider:
 
     name = "files"
 
-    def __init__(self, calendar: TradingCalendar, source: FileSource) -> None:
-        self.calendar, self.source = calendar, source
+    def __init__(self, calendar: TradingCalendar, source: FileSource, hours: str = "regular") -> None:
+        self.calendar, self.source, self.hours = calendar, source, hours
         self.adjustment = source.adjustment
         self.parallel_requests = 1
 
@@ -121,7 +121,8 @@ class FilesProvider:
         frame = frame[frame["ts"].notna()]
         wanted = list(request.sessions)
         frame = frame[session_of(frame["ts"], self.calendar.tz).isin(wanted).to_numpy()]
-        frame = regular_hours(frame.reset_index(drop=True), self.calendar, request.timeframe)
+        keep = hours_filter(self.hours)
+        frame = keep(frame.reset_index(drop=True), self.calendar, request.timeframe)
         frame = frame.sort_values(["ticker", "ts"], ignore_index=True)
         return frame, read - len(frame)
 

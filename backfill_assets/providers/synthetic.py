@@ -6,8 +6,9 @@ ends exactly on that day's close. Bars lie only inside regular hours; half days 
 lunch break (XHKG, XTKS) has no bars.
 Coarser timeframes aggregate the 1-minute path anchored at the session (anchored.py: 09:30, 10:30,
 ...), as the project stores them. `hours="extended"` adds sparse, thinly traded pre-market (from 04:00)
-and after-hours (to 20:00) minutes, and `anchor="clock"` buckets at hh:00: together, what Alpaca
-serves (the local test server's bars), where a 09:00 hourly bar holds pre-market trades.
+and after-hours (to 20:00) minutes (anchored at 04:00 and at the close), and `anchor="clock"` buckets at
+hh:00: together, what Alpaca serves (the local test server's bars), where a 09:00 hourly bar holds
+pre-market trades.
 """
 
 import datetime as dt
@@ -77,6 +78,13 @@ def _session_minutes(
     low = np.round(np.minimum(open_, close) * np.exp(-wicks[1]), 2)
     noise = rng.lognormal(0.0, 0.35, n)
     volume = np.maximum(1.0, np.round(daily_volume / 390 * (1 + 2.5 * u**2) / VOLUME_U_MEAN * noise))
+    return _columns(ts, (open_, high, low, close), volume, trade_size)
+
+
+def _columns(
+    ts: np.ndarray, prices: tuple[np.ndarray, ...], volume: np.ndarray, trade_size: float
+) -> dict[str, np.ndarray]:
+    open_, high, low, close = prices
     return {
         "ts": ts,
         "open": open_,
@@ -134,33 +142,26 @@ def _extended_minutes(
     n = ts.size
     close = np.round(start_price * np.exp(np.cumsum(rng.standard_normal(n) * MINUTE_SD * 2)), 2)
     open_ = np.concatenate(([round(start_price, 2)], close[:-1]))[:n]
-    high = np.maximum(open_, close)
-    low = np.minimum(open_, close)
     volume = np.maximum(1.0, np.round(daily_volume / 390 * 0.02 * rng.lognormal(0.0, 0.8, n)))
-    return {
-        "ts": ts,
-        "open": open_,
-        "high": high,
-        "low": low,
-        "close": close,
-        "volume": volume,
-        "trade_count": np.maximum(1, np.round(volume / 50)).astype("int64"),
-        "vwap": np.round((high + low + 2 * close) / 4, 4),
-    }
+    return _columns(ts, (open_, np.maximum(open_, close), np.minimum(open_, close), close), volume, 50.0)
 
 
 def _with_extended(
     ticker: str, day: dt.date, minutes: dict[str, np.ndarray], calendar: TradingCalendar, volume: float
 ) -> dict[str, np.ndarray]:
-    """The session's minutes with pre-market (04:00 to the open) and after-hours (the close to 20:00)
-    minutes around them, in exchange time."""
-    midnight = pd.Timestamp(day, tz=calendar.tz)
+    """The session's minutes with its pre-market and after-hours minutes (calendar.extended_spans)."""
+    spans = calendar.extended_spans(day)
     open_, close = calendar.open_close(day)
-    pre_ts = np.arange((midnight + pd.Timedelta(hours=4)).value, open_.value, MINUTE_NS, dtype="int64")
-    post_ts = np.arange(close.value, (midnight + pd.Timedelta(hours=20)).value, MINUTE_NS, dtype="int64")
-    pre = _extended_minutes(ticker, day, pre_ts, float(minutes["open"][0]) * 0.997, volume)
-    post = _extended_minutes(ticker, day, post_ts, float(minutes["close"][-1]), volume)
-    return {c: np.concatenate([pre[c], minutes[c], post[c]]) for c in minutes}
+    pre, post = [
+        np.concatenate(
+            [np.arange(a.value, b.value, MINUTE_NS, dtype="int64") for a, b in part]
+            or [np.array([], "int64")]
+        )
+        for part in ([sp for sp in spans if sp[1] <= open_], [sp for sp in spans if sp[0] >= close])
+    ]
+    before = _extended_minutes(ticker, day, pre, float(minutes["open"][0]) * 0.997, volume)
+    after = _extended_minutes(ticker, day, post, float(minutes["close"][-1]), volume)
+    return {c: np.concatenate([before[c], minutes[c], after[c]]) for c in minutes}
 
 
 class SyntheticProvider:
@@ -189,10 +190,8 @@ class SyntheticProvider:
                 if extended:
                     minutes = _with_extended(ticker, day, minutes, self.calendar, consts[1])
                 day_start = pd.Timestamp(day, tz=self.calendar.tz).tz_convert("UTC").value
-                starts = np.array([a.value for a, _ in spans]) if self.anchor == "session" else None
-                if extended and starts is not None:  # outside hours: anchored at 04:00 and at the close
-                    four = (pd.Timestamp(day, tz=self.calendar.tz) + pd.Timedelta(hours=4)).value
-                    starts = np.concatenate(([four], starts, [spans[-1][1].value]))
+                anchors = self.calendar.extended_spans(day) if extended else spans
+                starts = np.array([a.value for a, _ in anchors]) if self.anchor == "session" else None
                 parts.append(_resample(minutes, request.timeframe, day_start, starts))
                 tickers.append(np.full(parts[-1]["ts"].size, ticker, dtype=object))
         return FetchResult(bars=self._frame(parts, tickers))

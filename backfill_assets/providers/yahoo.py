@@ -25,7 +25,7 @@ from yfinance import exceptions as yfe
 from yfinance.data import YfData
 
 from backfill_assets.calendar import TradingCalendar
-from backfill_assets.providers.base import BarRequest, FetchResult, ProviderError, own_symbols, regular_hours
+from backfill_assets.providers.base import BarRequest, FetchResult, ProviderError, hours_filter, own_symbols
 from backfill_assets.providers.sessions import BudgetedCurlSession
 from backfill_assets.schemas import PROVIDER_COLUMNS, empty_bars
 
@@ -91,7 +91,9 @@ class YFinanceProvider:
         auto_adjust: bool,
         timeout_s: float,
         now: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC),
+        hours: str = "regular",
     ) -> None:
+        self.hours = hours  # extended: prepost=True, the exchange day's every bar
         self.calendar, self.session, self.auto_adjust, self.timeout_s, self.now = (
             calendar, session, auto_adjust, timeout_s, now,
         )  # fmt: skip
@@ -130,7 +132,8 @@ class YFinanceProvider:
             else:
                 frames.append(bars)
         frame = pd.concat(frames, ignore_index=True) if frames else empty_bars()
-        kept = regular_hours(frame, self.calendar, request.timeframe)
+        keep = hours_filter(self.hours)
+        kept = keep(frame, self.calendar, request.timeframe)
         return FetchResult(bars=kept, failed=failed, dropped=len(frame) - len(kept))
 
     def _history(self, ticker: str, sessions: tuple[dt.date, ...], interval: str) -> pd.DataFrame:
@@ -167,7 +170,7 @@ class YFinanceProvider:
                 interval=interval,
                 auto_adjust=self.auto_adjust,
                 actions=False,
-                prepost=False,
+                prepost=self.hours == "extended",
                 repair=False,
                 timeout=self.timeout_s,
             )

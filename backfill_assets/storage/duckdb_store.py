@@ -8,7 +8,7 @@ user's DuckDB shell) is waited out with backoff until the same timeout.
 
 import datetime as dt
 import time
-from collections.abc import Collection, Iterator
+from collections.abc import Collection, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -18,6 +18,7 @@ import pandas as pd
 from backfill_assets.schemas import BARS_COLUMNS, BARS_SQL_TYPES
 from backfill_assets.storage.base import Slice, StoreError, check_slices
 from backfill_assets.storage.locks import file_lock
+from backfill_assets.storage.outside_hours import ALL_BARS, OUTSIDE, VIEW_SQL, split_hours
 from backfill_assets.storage.sql import DuckDBReader, table_exists
 
 BARS_DDL = (
@@ -30,6 +31,7 @@ BARS_DDL = (
     )
     + ", PRIMARY KEY (ticker, ts))"
 )
+OUTSIDE_DDL = BARS_DDL.replace("EXISTS bars (", f"EXISTS {OUTSIDE} (", 1)
 INSERT_SELECT = ", ".join(f"CAST({c} AS {BARS_SQL_TYPES[c]})" for c in BARS_COLUMNS)
 
 
@@ -73,10 +75,13 @@ class DuckDBBarStore:
             yield DuckDBReader(con)
 
     def replace_bars(self, frame: pd.DataFrame, slices: Collection[Slice]) -> int:
-        """Delete `slices` and insert `frame` in one transaction; a failure leaves the old rows."""
+        """Delete `slices` and insert `frame` in one transaction; a failure leaves the old rows.
+        Rows flagged outside regular hours go to `bars_outside` (outside_hours.py)."""
         check_slices(frame, slices)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        return self.replace_slices("bars", BARS_DDL, INSERT_SELECT, frame[list(BARS_COLUMNS)], slices)
+        regular, outside = split_hours(frame)
+        writes = [("bars", BARS_DDL, regular), (OUTSIDE, OUTSIDE_DDL, outside)]
+        return self.replace_many(writes, INSERT_SELECT, slices, optional=OUTSIDE)
 
     def replace_slices(
         self,
@@ -91,29 +96,51 @@ class DuckDBBarStore:
         `slices`, insert `rows` as `SELECT {select} FROM rows`. A failure leaves the old rows.
         `ordered=False` lets DuckDB's threads append in any order (a third faster), for tables that
         are only ever read through an ORDER BY or by key."""
+        return self.replace_many([(table, ddl, rows)], select, slices, ordered=ordered)
+
+    def replace_many(
+        self,
+        writes: Sequence[tuple[str, str, pd.DataFrame]],
+        select: str,
+        slices: Collection[Slice],
+        ordered: bool = True,
+        optional: str | None = None,
+    ) -> int:
+        """`replace_slices` of several (table, ddl, rows) in one transaction; the `optional` table is
+        created only once it has rows (then with the bars_all view)."""
         keys = pd.DataFrame(sorted(slices), columns=["ticker", "session_date"])
         with self.connect(read_only=False) as con:
             if not ordered:
                 con.execute("SET preserve_insertion_order = false")
             con.register("_slices", keys)
-            con.register("_rows", rows)
             con.execute("BEGIN TRANSACTION")
             try:
-                con.execute(ddl)
-                con.execute(
-                    f"DELETE FROM {table} USING _slices s WHERE {table}.ticker = s.ticker "
-                    f"AND {table}.session_date = CAST(s.session_date AS DATE)"
-                )
-                con.execute(f"INSERT INTO {table} SELECT {select} FROM _rows")
+                for i, (table, ddl, rows) in enumerate(writes):
+                    if table == optional and rows.empty and not table_exists(con, table):
+                        continue
+                    con.execute(ddl)
+                    if table == optional:
+                        con.execute(VIEW_SQL)
+                    con.execute(
+                        f"DELETE FROM {table} USING _slices s WHERE {table}.ticker = s.ticker "
+                        f"AND {table}.session_date = CAST(s.session_date AS DATE)"
+                    )
+                    con.register(f"_rows{i}", rows)
+                    con.execute(f"INSERT INTO {table} SELECT {select} FROM _rows{i}")
                 con.execute("COMMIT")
             except BaseException:
                 con.execute("ROLLBACK")
                 raise
-        return len(rows)
+        return sum(len(rows) for _, _, rows in writes)
 
     def read_bars(
-        self, tickers: Collection[str] | None = None, start: dt.date | None = None, end: dt.date | None = None
+        self,
+        tickers: Collection[str] | None = None,
+        start: dt.date | None = None,
+        end: dt.date | None = None,
+        extended: bool = False,
     ) -> pd.DataFrame:
+        """Stored regular-hours bars (`extended`: with outside-hours ones and a regular_hours column)."""
         if not self.path.exists():
             return pd.DataFrame(columns=list(BARS_COLUMNS))
         where: list[str] = ["TRUE"]
@@ -130,7 +157,12 @@ class DuckDBBarStore:
         with self.connect(read_only=True) as con:
             if not table_exists(con, "bars"):
                 return pd.DataFrame(columns=list(BARS_COLUMNS))
-            sql = f"SELECT * FROM bars WHERE {' AND '.join(where)} ORDER BY ticker, ts"
+            relation = "bars"
+            if extended:
+                relation = (
+                    ALL_BARS if table_exists(con, OUTSIDE) else "(SELECT *, TRUE AS regular_hours FROM bars)"
+                )
+            sql = f"SELECT * FROM {relation} WHERE {' AND '.join(where)} ORDER BY ticker, ts"
             bars = con.execute(sql, params).df()
         bars["session_date"] = bars["session_date"].dt.date
         return bars

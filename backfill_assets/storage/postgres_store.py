@@ -10,7 +10,7 @@ server rolls its transaction back when the connection drops.
 import datetime as dt
 import hashlib
 import re
-from collections.abc import Collection, Iterator, Mapping
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -20,6 +20,7 @@ from psycopg.conninfo import conninfo_to_dict
 
 from backfill_assets.schemas import BARS_COLUMNS, BARS_SQL_TYPES
 from backfill_assets.storage.base import Slice, StoreError, check_slices
+from backfill_assets.storage.outside_hours import ALL_BARS, OUTSIDE, VIEW_SQL, split_hours
 from backfill_assets.storage.postgres_binary import binary_rows
 from backfill_assets.storage.postgres_copy import copy_out, pg_type, select_list
 from backfill_assets.storage.postgres_reader import PostgresReader
@@ -45,6 +46,11 @@ def table_columns(conn: psycopg.Connection[Any], table: str) -> dict[str, str]:
         (table,),
     ).fetchall()
     return {str(column): str(kind) for column, kind in found}
+
+
+def _exists(cur: psycopg.Cursor[Any], table: str) -> bool:
+    row = cur.execute("SELECT to_regclass(%s) IS NOT NULL", (table,)).fetchone()
+    return bool(row and row[0])
 
 
 class PostgresStore:
@@ -129,53 +135,89 @@ class PostgresStore:
         self, table: str, types: Mapping[str, str], rows: pd.DataFrame, slices: Collection[Slice]
     ) -> int:
         """Delete `slices` of `table` and COPY `rows` into it, in one transaction."""
-        self.ensure_table(table, types)
+        return self.replace_many([(table, types, rows)], slices)
+
+    def replace_many(
+        self,
+        writes: Sequence[tuple[str, Mapping[str, str], pd.DataFrame]],
+        slices: Collection[Slice],
+        optional: str | None = None,
+    ) -> int:
+        """`replace_slices` of several tables in one transaction; the `optional` one only if it
+        exists (replace_bars creates it, and the bars_all view, once it has rows)."""
+        for table, types, _ in writes:
+            if table != optional:
+                self.ensure_table(table, types)
         keys = sorted(set(slices))
-        locks = sorted({lock_key(table, ticker) for ticker, _ in keys})
-        names = ", ".join(f'"{c}"' for c in types)
+        locks = sorted({lock_key(table, ticker) for table, _, _ in writes for ticker, _ in keys})
         try:
             with self.connect() as conn, conn.cursor() as cur:
                 cur.execute(f"SET LOCAL lock_timeout = '{int(self.lock_timeout_s * 1000)}ms'")
                 cur.execute(
                     "SELECT pg_advisory_xact_lock(%s, k) FROM unnest(%s::int[]) AS k", (LOCK_CLASS, locks)
                 )
-                # The ts bounds (a day either side of the session, in any time zone) let the
-                # primary key's index find a slice instead of scanning the ticker's whole history.
-                cur.execute(
-                    f'DELETE FROM "{table}" t '
-                    "USING unnest(%s::text[], %s::date[]) AS s(ticker, session_date) "
-                    "WHERE t.ticker = s.ticker AND t.session_date = s.session_date "
-                    "AND t.ts >= s.session_date - 1 AND t.ts < s.session_date + 2",
-                    ([t for t, _ in keys], [d for _, d in keys]),
-                )
-                if len(rows):
-                    with cur.copy(f'COPY "{table}" ({names}) FROM STDIN (FORMAT BINARY)') as copy:
-                        for block in binary_rows(rows, types):
-                            copy.write(block)
+                for table, types, rows in writes:
+                    if table == optional and not _exists(cur, table):
+                        continue
+                    # The ts bounds (a day either side of the session, in any time zone) let the
+                    # primary key's index find a slice instead of scanning the ticker's whole history.
+                    cur.execute(
+                        f'DELETE FROM "{table}" t '
+                        "USING unnest(%s::text[], %s::date[]) AS s(ticker, session_date) "
+                        "WHERE t.ticker = s.ticker AND t.session_date = s.session_date "
+                        "AND t.ts >= s.session_date - 1 AND t.ts < s.session_date + 2",
+                        ([t for t, _ in keys], [d for _, d in keys]),
+                    )
+                    if len(rows):
+                        names = ", ".join(f'"{c}"' for c in types)
+                        with cur.copy(f'COPY "{table}" ({names}) FROM STDIN (FORMAT BINARY)') as copy:
+                            for block in binary_rows(rows, types):
+                                copy.write(block)
         except psycopg.errors.LockNotAvailable:
+            tables = ", ".join(table for table, _, _ in writes)
             raise StoreError(
-                f"waited {self.lock_timeout_s:.0f} s for other writers of these tickers in {table}; "
+                f"waited {self.lock_timeout_s:.0f} s for other writers of these tickers in {tables}; "
                 "nothing written"
             ) from None
-        return len(rows)
+        return sum(len(rows) for _, _, rows in writes)
 
     def replace_bars(self, frame: pd.DataFrame, slices: Collection[Slice]) -> int:
+        """Rows flagged outside regular hours go to `bars_outside` (outside_hours.py)."""
         check_slices(frame, slices)
-        return self.replace_slices("bars", BARS_TYPES, frame[list(BARS_COLUMNS)], slices)
+        regular, outside = split_hours(frame)
+        if len(outside) and OUTSIDE not in self._ready:
+            self.ensure_table(OUTSIDE, BARS_TYPES)
+            with self.connect() as conn:
+                conn.execute(VIEW_SQL)
+        writes = [("bars", BARS_TYPES, regular), (OUTSIDE, BARS_TYPES, outside)]
+        return self.replace_many(writes, slices, optional=OUTSIDE)
 
     def read_bars(
-        self, tickers: Collection[str] | None = None, start: dt.date | None = None, end: dt.date | None = None
+        self,
+        tickers: Collection[str] | None = None,
+        start: dt.date | None = None,
+        end: dt.date | None = None,
+        extended: bool = False,
     ) -> pd.DataFrame:
+        """Stored regular-hours bars (`extended`: with outside-hours ones and a regular_hours column)."""
         with self.reader() as reader:
             if not reader.table_exists("bars"):
                 return pd.DataFrame(columns=list(BARS_COLUMNS))
+            types = dict(BARS_TYPES) | ({"regular_hours": "BOOLEAN"} if extended else {})
+            relation = "bars"
+            if extended:
+                relation = (
+                    ALL_BARS
+                    if reader.table_exists(OUTSIDE)
+                    else "(SELECT *, TRUE AS regular_hours FROM bars) b"
+                )
             query = (
-                f"SELECT {select_list(BARS_TYPES)} FROM bars WHERE "
+                f"SELECT {select_list(types)} FROM {relation} WHERE "
                 "(%(tickers)s::text[] IS NULL OR ticker = ANY(%(tickers)s::text[])) "
                 "AND (%(start)s::date IS NULL OR session_date >= %(start)s::date) "
                 "AND (%(end)s::date IS NULL OR session_date <= %(end)s::date) ORDER BY ticker, ts"
             )
             params = {"tickers": sorted(tickers) if tickers is not None else None, "start": start, "end": end}
-            bars = copy_out(reader.conn, query, params, BARS_TYPES)
+            bars = copy_out(reader.conn, query, params, types)
         bars["session_date"] = bars["session_date"].dt.date
         return bars

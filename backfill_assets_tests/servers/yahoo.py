@@ -66,6 +66,7 @@ RANGE_DAYS = {"1mo": 31, "3mo": 92, "6mo": 183, "1y": 366, "2y": 731, "5y": 1827
 @dataclass
 class YahooServerConfig:
     bars: BarSource | None = None  # raw (unadjusted) bars; None = synthetic_bar_source(), built at start()
+    prepost_bars: BarSource | None = None  # the same with pre-market and after-hours (includePrePost=true)
     unknown_symbols: frozenset[str] = frozenset()  # answered 404 "No data found, symbol may be delisted"
     rate_limit: int | None = None  # API requests (query1/query2 hosts) per rate_window_s; None = unlimited
     rate_window_s: float = 60.0
@@ -296,6 +297,8 @@ class YahooServer:
             return self.url
         if self.config.bars is None:
             self.config.bars = synthetic_bar_source()
+        if self.config.prepost_bars is None:
+            self.config.prepost_bars = synthetic_bar_source(hours="extended")
         _calendar()  # build it now (~1 s) rather than inside the first request's client timeout
         self._httpd = _HTTPServer(self)
         self._thread = threading.Thread(
@@ -483,8 +486,10 @@ class YahooServer:
             return _chart_error(422, limit)
         start = dt.datetime.fromtimestamp(p1, UTC)
         end = min(dt.datetime.fromtimestamp(p2, UTC), now)  # Yahoo has no bars from the future
-        assert cfg.bars is not None  # start() installs the synthetic source
-        raw = cfg.bars(symbol, interval, start, end) if start < end else []
+        assert cfg.bars is not None and cfg.prepost_bars is not None  # start() installs the synthetic sources
+        prepost = params.get("includePrePost", "").lower() == "true" and interval not in DAILY
+        source = cfg.prepost_bars if prepost else cfg.bars
+        raw = source(symbol, interval, start, end) if start < end else []
         return _json(200, self._chart_body(cfg, symbol, interval, rng, params, start, end, now, raw))
 
     @staticmethod
@@ -696,19 +701,20 @@ PROJECT_TIMEFRAMES = {
 }
 
 
-def synthetic_bar_source() -> BarSource:
+def synthetic_bar_source(hours: str = "regular") -> BarSource:
     """Raw bars from the project's SyntheticProvider on XNYS, cached per (symbol, interval, session).
 
     Returns bars with start <= t < end. Daily bars are stamped at the session's open (09:30 New York),
     as Yahoo stamps them; intraday bars keep the provider's stamps (bar start; 1h anchored at 09:30
-    as Yahoo's are, and regular hours only, since yfinance asks without includePrePost).
+    as Yahoo's are). `hours="extended"` adds the pre-market and after-hours minutes (includePrePost):
+    Yahoo's hourly bars then run 04:00 ... 09:00 (a half hour), 09:30 ... 15:30, 16:00 ... 19:00.
     """
     from backfill_assets.providers.base import BarRequest
     from backfill_assets.providers.synthetic import SyntheticProvider
     from backfill_assets.timeframes import TIMEFRAMES
 
     calendar = _calendar()
-    provider = SyntheticProvider(calendar)
+    provider = SyntheticProvider(calendar, hours=hours)
     cache: dict[tuple[str, str, dt.date], list[Bar]] = {}
     lock = threading.Lock()
 
