@@ -244,6 +244,7 @@ def pending_rows(
     reach_sessions: int,
     until: dt.date | None = None,
     examples: int = 10,
+    extended: bool = False,
 ) -> Pending:
     """Pending rows of the label scope against `bars`: a row may wait only while fewer than `horizon`
     bars follow it (0: never); with `reach_sessions` (the most sessions H bars span) later sessions
@@ -252,12 +253,14 @@ def pending_rows(
     if not reader.table_exists(scope.table) or not reader.table_exists("bars"):
         return Pending(0, 0, 0, pd.DataFrame(columns=columns))
     end = pd.Timestamp(until or dt.date(9999, 1, 1), tz="UTC") + pd.Timedelta(days=2)
+    # A label set on extended hours counts its horizon over bars_all (outside_hours.py).
+    bars = "bars_all" if extended and reader.table_exists("bars_outside") else "bars"
     groups = reader.frame(
         f"""
         WITH pend AS (SELECT ticker, ts, session_date FROM {scope.relation(reader)} WHERE pending),
         first_pend AS (SELECT ticker, min(ts) AS ts FROM pend GROUP BY ticker),
-        tail AS ({KTH_LATEST[reader.dialect]}),
-        days AS (SELECT DISTINCT b.ticker, b.session_date FROM bars b JOIN first_pend f
+        tail AS ({KTH_LATEST[reader.dialect].replace("FROM bars b", f"FROM {bars} b")}),
+        days AS (SELECT DISTINCT b.ticker, b.session_date FROM {bars} b JOIN first_pend f
                  ON f.ticker = b.ticker AND b.ts >= f.ts WHERE b.ts < $until),
         flagged AS (SELECT p.ticker, p.session_date, $h = 0 OR coalesce(p.ts < t.kth_ts, FALSE) AS stale
                     FROM pend p LEFT JOIN tail t ON t.ticker = p.ticker)

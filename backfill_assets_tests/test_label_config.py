@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from backfill_assets.labels.config import LabelConfigError, load_label_sets
+from backfill_assets.labels.config import LabelConfigError, load_label_sets, parse_label_set
 from backfill_assets_tests.conftest import BIN, run
 
 
@@ -77,3 +77,12 @@ def test_definitions_fail_to_load_on_a_bad_label_file(project_env: dict[str, str
     env = {**project_env, "BACKFILL_LABEL_SETS": str(bad)}
     result = run([str(BIN / "dagster"), "definitions", "validate", "-m", "backfill_assets.definitions"], env)
     assert result.returncode != 0 and "horizon=0 must be a whole number >= 1" in result.stdout + result.stderr
+
+
+def test_trading_hours_of_a_label_set_is_validated_and_versioned() -> None:
+    extended = parse_label_set({"name": "x", "kind": "mfe_mae", "trading_hours": "extended"}, "label_sets[0]")
+    regular = parse_label_set({"name": "x", "kind": "mfe_mae"}, "label_sets[0]")
+    assert extended.trading_hours == "extended" and "trading_hours" not in regular.parameters("1Min")
+    assert extended.version("1Min") != regular.version("1Min")
+    with pytest.raises(LabelConfigError, match="trading_hours='overnight'; expected regular or extended"):
+        parse_label_set({"name": "x", "kind": "mfe_mae", "trading_hours": "overnight"}, "label_sets[0]")

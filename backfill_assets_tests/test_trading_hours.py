@@ -4,6 +4,7 @@ alpaca-py against the local server, whose bars include sparse pre-market and aft
 
 import datetime as dt
 from collections.abc import Iterator
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,7 @@ from backfill_assets.defs.labels import label_asset
 from backfill_assets.defs.providers import SyntheticProviderResource
 from backfill_assets.defs.resources import BarStoreResource
 from backfill_assets.defs.run_facts import run_facts
+from backfill_assets.labels.config import LabelSet
 from backfill_assets.providers.base import BarRequest, in_regular_hours, regular_hours
 from backfill_assets.providers.synthetic import SyntheticProvider
 from backfill_assets.storage.duckdb_store import DuckDBBarStore
@@ -30,6 +32,7 @@ from backfill_assets_tests import test_yahoo
 from backfill_assets_tests.servers.alpaca import AlpacaServer, AlpacaServerConfig, running_alpaca
 from backfill_assets_tests.test_alpaca import KEY, RANGE_END, RANGE_START, SECRET, run_bars
 from backfill_assets_tests.test_alpaca import expected as regular  # regular hours, anchored
+from backfill_assets_tests.test_label_staleness import from_scratch
 from backfill_assets_tests.test_labels import SETS
 
 D = dt.date
@@ -231,3 +234,39 @@ def test_extended_hours_through_yfinance_ask_for_pre_and_post_market(
     assert (
         stored["regular_hours"].tolist() == in_regular_hours(expected, calendar, TIMEFRAMES["1Hour"]).tolist()
     )
+
+
+@pytest.mark.parametrize("backend", ["duckdb", pytest.param("postgres", marks=pytest.mark.postgres)])
+def test_a_label_set_on_extended_hours_labels_every_bar_of_the_day(
+    instance: dg.DagsterInstance,
+    db_path: Path,
+    calendar: TradingCalendar,
+    backend: str,
+    request: pytest.FixtureRequest,
+) -> None:
+    pg_store = request.getfixturevalue("pg_store") if backend == "postgres" else None
+    resource, store = stores(db_path, pg_store)
+    extended_set = LabelSet(
+        name="xtb", kind="triple_barrier", horizon=12, span=20, min_trgt=0.0001, trading_hours="extended"
+    )
+    assert extended_set.version("5Min") != LabelSet(
+        **{**asdict(extended_set), "trading_hours": "regular"}
+    ).version("5Min")
+    tags = {RANGE_START: "2024-07-01|AAPL", RANGE_END: "2024-07-03|AAPL"}
+    provider = SyntheticProviderResource(timeframe="5Min", trading_hours="extended")
+    tf = TIMEFRAMES["5Min"]
+    result = dg.materialize(
+        [bars, label_asset(extended_set, tf), label_asset(SETS[0], tf)],
+        instance=instance,
+        resources={"bar_provider": provider, "bar_store": resource},
+        tags=tags,
+    )
+    assert result.success
+    everything = store.read_bars(extended=True)
+    labels = label_store(store).read_labels(extended_set.table)
+    assert labels["ts"].tolist() == everything["ts"].tolist()  # pre-market and after-hours rows too
+    assert len(label_store(store).read_labels(SETS[0].table)) == int(everything["regular_hours"].sum())
+    scratch = from_scratch(
+        label_store(store, "extended"), extended_set, tf, D(2024, 7, 1), D(2024, 7, 3), calendar
+    )  # type: ignore[arg-type]
+    pd.testing.assert_frame_equal(labels, scratch)

@@ -158,7 +158,9 @@ def label_checks(
         return (
             found,
             quality.duplicate_keys(reader, scope),
-            quality.pending_rows(reader, scope, horizon, reach, until),
+            quality.pending_rows(
+                reader, scope, horizon, reach, until, extended=label_set.trading_hours == "extended"
+            ),
         )
 
     found, dups, pending = _query(bar_store, read)

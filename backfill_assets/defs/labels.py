@@ -65,6 +65,9 @@ RECOMPUTE = (
 ).with_label("bars updated")
 
 
+SUFFIX = {"regular": "", "extended": "_extended"}  # one multi-asset per bars relation read
+
+
 def bars_mapping(label_set: LabelSet, timeframe: Timeframe) -> dg.PartitionMapping:
     """Label (D, T) reads bars (D - W .. D + halo, T)."""
     dates = dg.TimeWindowPartitionMapping(
@@ -114,9 +117,12 @@ def label_assets(label_sets: Sequence[LabelSet], timeframe: Timeframe | None = N
     """The assets of `label_sets` over bars of `timeframe` (default: the settings'), as one multi-asset."""
     tf = timeframe or get_settings().timeframe
     by_key = {dg.AssetKey(["labels", s.name]): s for s in label_sets}
+    hours = label_sets[0].trading_hours  # one read of one bars relation feeds them all
+    if any(s.trading_hours != hours for s in label_sets):
+        raise ValueError("label_assets: label sets of one multi-asset must share trading_hours")
 
     @dg.multi_asset(
-        name=f"labels_{label_sets[0].name}" if len(label_sets) == 1 else "label_sets",
+        name=f"labels_{label_sets[0].name}" if len(label_sets) == 1 else f"label_sets{SUFFIX[hours]}",
         specs=[_spec(s, tf) for s in label_sets],
         check_specs=[check for s in label_sets for check in label_check_specs(s)],
         partitions_def=bars_partitions,
@@ -132,7 +138,7 @@ def label_assets(label_sets: Sequence[LabelSet], timeframe: Timeframe | None = N
             slices = slices_from_context(context)
         except InvalidTickerError as exc:
             raise dg.Failure(description=str(exc), allow_retries=False) from None
-        store = bar_store.labels()
+        store = bar_store.labels(hours)
         budget = MemoryBudget(float(bar_store.memory_budget_mb), bytes_per_bar=LABEL_BYTES_PER_BAR)
         chunks: list[dict[str, LabelReport]] = []
         try:
@@ -213,4 +219,6 @@ def label_definitions() -> dg.Definitions:
         default_status=dg.DefaultSensorStatus.RUNNING,
         description="Evaluates the label assets' automation condition: labels follow new bars.",
     )
-    return dg.Definitions(assets=[label_assets(load_label_sets())], sensors=[recompute_sensor])
+    sets = load_label_sets()
+    groups = [[s for s in sets if s.trading_hours == hours] for hours in SUFFIX]
+    return dg.Definitions(assets=[label_assets(g) for g in groups if g], sensors=[recompute_sensor])

@@ -48,8 +48,8 @@ class BarStoreResource(dg.ConfigurableResource):
             raise dg.Failure("bar_store: backend duckdb needs duckdb_path (BACKFILL_DUCKDB_PATH)")
         return DuckDBBarStore(Path(self.duckdb_path), self.lock_timeout_s)
 
-    def labels(self) -> LabelStore:
-        return label_store(self.build())
+    def labels(self, hours: str = "regular") -> LabelStore:
+        return label_store(self.build(), hours)
 
     def memory_budget(self) -> MemoryBudget:
         return MemoryBudget(float(self.memory_budget_mb))

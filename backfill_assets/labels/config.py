@@ -23,7 +23,7 @@ DEFAULT_FILE = Path(__file__).resolve().parents[2] / "label_sets.yaml"
 DEFINITIONS_VERSION = 2
 KEYS = {
     "name", "kind", "horizon", "pt", "sl", "span", "min_trgt", "tie_rule", "cross_session",
-    "scale_by_trgt", "description",
+    "scale_by_trgt", "trading_hours", "description",
 }  # fmt: skip
 
 
@@ -45,6 +45,7 @@ class LabelSet:
     tie_rule: str = "open"
     cross_session: bool = True
     scale_by_trgt: bool = False
+    trading_hours: str = "regular"  # extended: computed over bars_all (pre-market and after-hours too)
     description: str = ""
 
     @property
@@ -58,6 +59,8 @@ class LabelSet:
     def parameters(self, timeframe: str) -> dict[str, Any]:
         """Everything a stored label value depends on (not the name or the description)."""
         values = {k: v for k, v in asdict(self).items() if k not in ("name", "description")}
+        if self.trading_hours == "regular":  # the default: versions made before it existed still hold
+            del values["trading_hours"]
         return values | {"timeframe": timeframe, "definitions": DEFINITIONS_VERSION}
 
     def version(self, timeframe: str) -> str:
@@ -97,6 +100,12 @@ def parse_label_set(entry: Any, where: str) -> LabelSet:
             if not isinstance(entry[key], bool):
                 raise LabelConfigError(f"{where}: {key}={entry[key]!r} must be true or false")
             values[key] = entry[key]
+    if "trading_hours" in entry:
+        if entry["trading_hours"] not in ("regular", "extended"):
+            raise LabelConfigError(
+                f"{where}: trading_hours={entry['trading_hours']!r}; expected regular or extended"
+            )
+        values["trading_hours"] = entry["trading_hours"]
     if "tie_rule" in entry:
         if entry["tie_rule"] not in TIE_RULES:
             raise LabelConfigError(f"{where}: tie_rule={entry['tie_rule']!r}; expected one of {TIE_RULES}")

@@ -8,12 +8,14 @@ import datetime as dt
 from collections.abc import Collection, Mapping
 from typing import Any
 
+import duckdb
 import numpy as np
 import pandas as pd
 
 from backfill_assets.storage import label_versions as versions
 from backfill_assets.storage.base import Slice, valid_table
 from backfill_assets.storage.duckdb_store import DuckDBBarStore
+from backfill_assets.storage.outside_hours import ALL_BARS, OUTSIDE
 from backfill_assets.storage.sql import table_exists
 
 OHLC = "ticker, ts, session_date, open, high, low, close"
@@ -24,8 +26,8 @@ class DuckDBLabelStore:
 
     parallel_writes = 1  # one writer per file: a second would only wait for the lock
 
-    def __init__(self, bars: DuckDBBarStore) -> None:
-        self.bars = bars
+    def __init__(self, bars: DuckDBBarStore, hours: str = "regular") -> None:
+        self.bars, self.hours = bars, hours  # extended: labels over bars_all (outside_hours.py)
         self._claimed: set[tuple[str, str]] = set()
 
     def claim_version(self, table: str, version: str, parameters: dict[str, Any]) -> None:
@@ -77,16 +79,18 @@ class DuckDBLabelStore:
         columns = (
             "list_position($tickers, ticker)::INTEGER - 1 AS code, ts, session_date, open, high, low, close"
         )
-        sql = (
-            f"SELECT {columns} FROM bars WHERE list_contains($tickers, ticker) "
-            "AND session_date BETWEEN $since AND $last "
-            f"UNION ALL SELECT {columns} FROM (SELECT *, row_number() OVER (PARTITION BY ticker ORDER BY ts) "
-            "AS rn FROM bars WHERE list_contains($tickers, ticker) AND session_date > $last) "
-            "WHERE rn <= $halo ORDER BY code, ts"
-        )
         with self.bars.connect(read_only=True) as con:
             if not table_exists(con, "bars"):
                 return empty
+            source = self._source(con)
+            sql = (
+                f"SELECT {columns} FROM {source} WHERE list_contains($tickers, ticker) "
+                "AND session_date BETWEEN $since AND $last "
+                f"UNION ALL SELECT {columns} FROM (SELECT *, "
+                f"row_number() OVER (PARTITION BY ticker ORDER BY ts) AS rn FROM {source} "
+                "WHERE list_contains($tickers, ticker) AND session_date > $last) "
+                "WHERE rn <= $halo ORDER BY code, ts"
+            )
             params = {"tickers": names, "since": since, "last": last, "halo": halo_bars}
             # Numpy arrays, not .df(): pandas' block consolidation would copy every column once more.
             arrays = con.execute(sql, params).fetchnumpy()
@@ -98,17 +102,21 @@ class DuckDBLabelStore:
         # session_date stays datetime64: millions of date objects would cost seconds
         return pd.DataFrame(frame | dict(arrays), copy=False)
 
+    def _source(self, con: duckdb.DuckDBPyConnection) -> str:
+        """`bars`, or with extended hours (once any are stored) `bars_all`."""
+        return ALL_BARS if self.hours == "extended" and table_exists(con, OUTSIDE) else "bars"
+
     def history_sizes(self, tickers: Collection[str], since: dt.date, last: dt.date) -> dict[str, int]:
         """Stored bars per ticker in sessions `since`..`last`: what a label run must hold in memory."""
         if not self.bars.path.exists():
             return {}
-        sql = (
-            "SELECT ticker, count(*) FROM bars WHERE list_contains($tickers, ticker) "
-            "AND session_date BETWEEN $since AND $last GROUP BY ticker"
-        )
         with self.bars.connect(read_only=True) as con:
             if not table_exists(con, "bars"):
                 return {}
+            sql = (
+                f"SELECT ticker, count(*) FROM {self._source(con)} WHERE list_contains($tickers, ticker) "
+                "AND session_date BETWEEN $since AND $last GROUP BY ticker"
+            )
             rows = con.execute(sql, {"tickers": sorted(tickers), "since": since, "last": last}).fetchall()
         return {str(ticker): int(n) for ticker, n in rows}
 

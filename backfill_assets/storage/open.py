@@ -16,8 +16,8 @@ def open_store(settings: Settings) -> DuckDBBarStore | PostgresStore:
     return DuckDBBarStore(settings.duckdb_path)
 
 
-def label_store(store: DuckDBBarStore | PostgresStore) -> LabelStore:
-    """The label tables beside `store`'s bars, in the same database."""
+def label_store(store: DuckDBBarStore | PostgresStore, hours: str = "regular") -> LabelStore:
+    """The label tables beside `store`'s bars, in the same database; `hours` of the bars they read."""
     if isinstance(store, PostgresStore):
-        return PostgresLabelStore(store)
-    return DuckDBLabelStore(store)
+        return PostgresLabelStore(store, hours)
+    return DuckDBLabelStore(store, hours)

@@ -12,7 +12,9 @@ import pandas as pd
 
 from backfill_assets.storage import label_versions as versions
 from backfill_assets.storage.base import Slice, valid_table
+from backfill_assets.storage.outside_hours import ALL_BARS, OUTSIDE
 from backfill_assets.storage.postgres_copy import copy_out, copy_out_not_null, select_list
+from backfill_assets.storage.postgres_reader import PostgresReader
 from backfill_assets.storage.postgres_store import LOCK_CLASS, PostgresStore, table_columns
 
 KEY_TYPES = {"ticker": "VARCHAR", "ts": "TIMESTAMPTZ", "session_date": "DATE"}
@@ -35,8 +37,8 @@ class PostgresLabelStore:
     # the next set is computed (a set's write is mostly server time).
     parallel_writes = 3
 
-    def __init__(self, bars: PostgresStore) -> None:
-        self.bars = bars
+    def __init__(self, bars: PostgresStore, hours: str = "regular") -> None:
+        self.bars, self.hours = bars, hours  # extended: labels over bars_all (outside_hours.py)
         self._claimed: set[tuple[str, str]] = set()
 
     def claim_version(self, table: str, version: str, parameters: dict[str, Any]) -> None:
@@ -79,22 +81,23 @@ class PostgresLabelStore:
         empty = pd.DataFrame(columns=["ticker", *list(HISTORY_TYPES)[1:]])
         # The ts bounds (a day around `last`, any time zone) keep both halves on the primary key's index.
         columns = "w.ord::int - 1 AS code, b.ts, b.session_date, b.open, b.high, b.low, b.close"
-        query = f"""
+        query = """
             WITH w AS (SELECT t, ord FROM unnest(%(tickers)s::text[]) WITH ORDINALITY AS u(t, ord)),
             hist AS (
-                SELECT {columns} FROM w JOIN bars b ON b.ticker = w.t
+                SELECT {columns} FROM w JOIN {source} b ON b.ticker = w.t
                 WHERE b.session_date BETWEEN %(since)s::date AND %(last)s::date
                   AND b.ts >= %(since)s::date - 1 AND b.ts < %(last)s::date + 2
                 UNION ALL
                 SELECT {columns} FROM w CROSS JOIN LATERAL (
-                    SELECT * FROM bars x WHERE x.ticker = w.t AND x.ts >= %(last)s::date
+                    SELECT * FROM {source} x WHERE x.ticker = w.t AND x.ts >= %(last)s::date
                     AND x.session_date > %(last)s::date ORDER BY x.ts LIMIT %(halo)s) b
             )
-            SELECT {", ".join(HISTORY_TYPES)} FROM hist ORDER BY code, ts
+            SELECT {names} FROM hist ORDER BY code, ts
         """
         with self.bars.reader() as reader:
             if not reader.table_exists("bars"):
                 return empty
+            query = query.format(columns=columns, source=self._source(reader), names=", ".join(HISTORY_TYPES))
             params = {"tickers": names, "since": since, "last": last, "halo": int(halo_bars)}
             # The sort of a run's bars in memory, not in temporary files (4 MB by default): ~60 B a bar.
             reader.conn.execute("SET work_mem = '512MB'")
@@ -103,14 +106,18 @@ class PostgresLabelStore:
         frame.insert(0, "ticker", pd.Series(ticker))
         return frame
 
+    def _source(self, reader: PostgresReader) -> str:
+        """`bars`, or with extended hours (once any are stored) `bars_all`."""
+        return ALL_BARS if self.hours == "extended" and reader.table_exists(OUTSIDE) else "bars"
+
     def history_sizes(self, tickers: Collection[str], since: dt.date, last: dt.date) -> dict[str, int]:
-        query = (
-            "SELECT ticker, count(*) FROM bars WHERE ticker = ANY(%s::text[]) AND session_date BETWEEN %s "
-            "AND %s AND ts >= %s::date - 1 AND ts < %s::date + 2 GROUP BY ticker"
-        )
         with self.bars.reader() as reader:
             if not reader.table_exists("bars"):
                 return {}
+            query = (
+                f"SELECT ticker, count(*) FROM {self._source(reader)} WHERE ticker = ANY(%s::text[]) AND "
+                "session_date BETWEEN %s AND %s AND ts >= %s::date - 1 AND ts < %s::date + 2 GROUP BY ticker"
+            )
             rows = reader.conn.execute(query, (sorted(tickers), since, last, since, last)).fetchall()
         return {str(ticker): int(n) for ticker, n in rows}
 

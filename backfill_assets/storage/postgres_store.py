@@ -186,6 +186,7 @@ class PostgresStore:
         check_slices(frame, slices)
         regular, outside = split_hours(frame)
         if len(outside) and OUTSIDE not in self._ready:
+            self.ensure_table("bars", BARS_TYPES)  # the view reads both
             self.ensure_table(OUTSIDE, BARS_TYPES)
             with self.connect() as conn:
                 conn.execute(VIEW_SQL)
