@@ -125,27 +125,26 @@ def test_coarse_bars_are_anchored_at_each_span_start_and_counted_so(code: str, d
         assert (ts - span) % width == pd.Timedelta(0), ts
 
 
-def stores(
-    db_path: Path, pg_store: PostgresStore | None
+@pytest.fixture(params=["duckdb", pytest.param("postgres", marks=pytest.mark.postgres)])
+def both(
+    request: pytest.FixtureRequest, db_path: Path
 ) -> tuple[BarStoreResource, DuckDBBarStore | PostgresStore]:
-    if pg_store is None:
+    """The store resource and the store, on DuckDB and on the real Postgres."""
+    if request.param == "duckdb":
         return BarStoreResource(duckdb_path=str(db_path)), DuckDBBarStore(db_path)
+    pg_store: PostgresStore = request.getfixturevalue("pg_store")
     resource = BarStoreResource(
         backend="postgres", postgres_url=pg_store.url, postgres_schema=pg_store.schema
     )
     return resource, pg_store
 
 
-@pytest.mark.parametrize("backend", ["duckdb", pytest.param("postgres", marks=pytest.mark.postgres)])
 def test_extended_hours_keep_every_bar_flagged_and_labels_read_regular_hours(
     instance: dg.DagsterInstance,
-    db_path: Path,
     calendar: TradingCalendar,
-    backend: str,
-    request: pytest.FixtureRequest,
+    both: tuple[BarStoreResource, DuckDBBarStore | PostgresStore],
 ) -> None:
-    pg_store = request.getfixturevalue("pg_store") if backend == "postgres" else None
-    resource, store = stores(db_path, pg_store)
+    resource, store = both
     tags = {RANGE_START: "2024-07-02|AAPL", RANGE_END: "2024-07-03|AAPL"}
 
     def materialize(hours: str, selection: list[Any]) -> dg.ExecuteInProcessResult:
@@ -236,16 +235,12 @@ def test_extended_hours_through_yfinance_ask_for_pre_and_post_market(
     )
 
 
-@pytest.mark.parametrize("backend", ["duckdb", pytest.param("postgres", marks=pytest.mark.postgres)])
 def test_a_label_set_on_extended_hours_labels_every_bar_of_the_day(
     instance: dg.DagsterInstance,
-    db_path: Path,
     calendar: TradingCalendar,
-    backend: str,
-    request: pytest.FixtureRequest,
+    both: tuple[BarStoreResource, DuckDBBarStore | PostgresStore],
 ) -> None:
-    pg_store = request.getfixturevalue("pg_store") if backend == "postgres" else None
-    resource, store = stores(db_path, pg_store)
+    resource, store = both
     extended_set = LabelSet(
         name="xtb", kind="triple_barrier", horizon=12, span=20, min_trgt=0.0001, trading_hours="extended"
     )
