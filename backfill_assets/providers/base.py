@@ -10,7 +10,6 @@ import numpy as np
 import pandas as pd
 
 from backfill_assets.calendar import TradingCalendar
-from backfill_assets.schemas import session_of
 from backfill_assets.symbols import refusal
 from backfill_assets.timeframes import Timeframe
 
@@ -77,12 +76,13 @@ def exchange_day(frame: pd.DataFrame, calendar: TradingCalendar, timeframe: Time
     """Keep bars inside the exchange day's extended spans (calendar.extended_spans: 04:00-20:00)."""
     if timeframe.is_daily or frame.empty:
         return frame
-    day = session_of(frame["ts"], calendar.tz)
-    sessions = [d for d in day.unique() if d is not None and calendar.is_session(d)]
-    bounds = {d: (spans[0][0], spans[-1][1]) for d in sessions if (spans := calendar.extended_spans(d))}
-    start = pd.to_datetime(day.map({d: a for d, (a, _) in bounds.items()}), utc=True)
-    end = pd.to_datetime(day.map({d: b for d, (_, b) in bounds.items()}), utc=True)
-    return frame[((frame["ts"] >= start) & (frame["ts"] < end)).fillna(False)].reset_index(drop=True)
+
+    def day(session: dt.date) -> tuple[pd.Timestamp, ...]:
+        spans = calendar.extended_spans(session)
+        return spans[0][0], spans[-1][1]
+
+    ts, (start, end) = _per_session(frame, calendar, day)
+    return frame[(ts >= start) & (ts < end)].reset_index(drop=True)
 
 
 def in_regular_hours(frame: pd.DataFrame, calendar: TradingCalendar, timeframe: Timeframe) -> np.ndarray:
@@ -101,24 +101,36 @@ def regular_hours(frame: pd.DataFrame, calendar: TradingCalendar, timeframe: Tim
     return frame[_regular_mask(frame, calendar, timeframe, floor=True)].reset_index(drop=True)
 
 
+def _per_session(
+    frame: pd.DataFrame, calendar: TradingCalendar, bounds: Callable[[dt.date], tuple[pd.Timestamp, ...]]
+) -> tuple[np.ndarray, np.ndarray]:
+    """Each bar's start and the `bounds` of its session, as UTC ns (rows of the result), computed
+    once per distinct exchange day, not per bar (this runs on every fetched page). Bars on a day
+    that is not a session get bounds of 0, which hold no bar."""
+    stamps = pd.DatetimeIndex(frame["ts"]).as_unit("ns")
+    codes, days = pd.factorize(stamps.tz_convert(calendar.tz).tz_localize(None).normalize())
+    per_day = [
+        [t.value for t in bounds(day.date())] if calendar.is_session(day.date()) else None for day in days
+    ]
+    width = max((len(row) for row in per_day if row is not None), default=0)
+    table = np.zeros((len(per_day) + 1, width), dtype="int64")  # the last row: NaT, code -1
+    for i, row in enumerate(per_day):
+        if row is not None:
+            table[i] = row
+    return stamps.asi8, table[codes].T
+
+
 def _regular_mask(
     frame: pd.DataFrame, calendar: TradingCalendar, timeframe: Timeframe, floor: bool
 ) -> np.ndarray:
-    day = session_of(frame["ts"], calendar.tz)
-    sessions = [d for d in day.unique() if d is not None and calendar.is_session(d)]
-    bounds = {d: calendar.open_close(d) for d in sessions}
-    pauses = {d: pause for d in sessions if (pause := calendar.break_of(d)) is not None}
     width = pd.Timedelta(minutes=timeframe.minutes)
-    # Dict lookups per row, not Python calls per row: this ran on every fetched page.
-    opens = {d: o.floor(width) if floor else o for d, (o, _) in bounds.items()}
-    start = pd.to_datetime(day.map(opens), utc=True)
-    end = pd.to_datetime(day.map({d: c for d, (_, c) in bounds.items()}), utc=True)
-    keep = (frame["ts"] >= start) & (frame["ts"] < end)
-    if pauses:
-        paused = pd.to_datetime(day.map({d: b for d, (b, _) in pauses.items()}), utc=True)
-        resumed = pd.to_datetime(day.map({d: e for d, (_, e) in pauses.items()}), utc=True)
-        # A floored bucket is in the break only if it lies wholly inside it; a bar start, if it starts there.
-        last = frame["ts"] + width if floor else frame["ts"] + pd.Timedelta(microseconds=1)
-        inside = (frame["ts"] >= paused) & (last <= resumed)
-        keep &= ~inside.fillna(False)
-    return keep.fillna(False).to_numpy(dtype=bool)
+
+    def day(session: dt.date) -> tuple[pd.Timestamp, ...]:
+        open_, close = calendar.open_close(session)
+        pause = calendar.break_of(session) or (pd.Timestamp(0, tz="UTC"), pd.Timestamp(0, tz="UTC"))
+        return open_.floor(width) if floor else open_, close, *pause
+
+    ts, (start, end, paused, resumed) = _per_session(frame, calendar, day)
+    # A floored bucket is in the break only if it lies wholly inside it; a bar start, if it starts there.
+    last = ts + width.value if floor else ts + 1
+    return (ts >= start) & (ts < end) & ~((ts >= paused) & (last <= resumed))
