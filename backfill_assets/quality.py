@@ -15,6 +15,7 @@ import pandas as pd
 
 from backfill_assets.calendar import TradingCalendar
 from backfill_assets.storage.base import Slice, valid_table
+from backfill_assets.storage.outside_hours import OUTSIDE, bars_source
 from backfill_assets.storage.sql import SqlReader
 from backfill_assets.timeframes import Timeframe
 
@@ -254,7 +255,7 @@ def pending_rows(
         return Pending(0, 0, 0, pd.DataFrame(columns=columns))
     end = pd.Timestamp(until or dt.date(9999, 1, 1), tz="UTC") + pd.Timedelta(days=2)
     # A label set on extended hours counts its horizon over bars_all (outside_hours.py).
-    bars = "bars_all" if extended and reader.table_exists("bars_outside") else "bars"
+    bars = bars_source(extended, reader.table_exists(OUTSIDE))
     groups = reader.frame(
         f"""
         WITH pend AS (SELECT ticker, ts, session_date FROM {scope.relation(reader)} WHERE pending),

@@ -15,7 +15,7 @@ import pandas as pd
 from backfill_assets.storage import label_versions as versions
 from backfill_assets.storage.base import Slice, valid_table
 from backfill_assets.storage.duckdb_store import DuckDBBarStore
-from backfill_assets.storage.outside_hours import ALL_BARS, OUTSIDE
+from backfill_assets.storage.outside_hours import OUTSIDE, bars_source
 from backfill_assets.storage.sql import table_exists
 
 OHLC = "ticker, ts, session_date, open, high, low, close"
@@ -104,7 +104,7 @@ class DuckDBLabelStore:
 
     def _source(self, con: duckdb.DuckDBPyConnection) -> str:
         """`bars`, or with extended hours (once any are stored) `bars_all`."""
-        return ALL_BARS if self.hours == "extended" and table_exists(con, OUTSIDE) else "bars"
+        return bars_source(self.hours == "extended", table_exists(con, OUTSIDE))
 
     def history_sizes(self, tickers: Collection[str], since: dt.date, last: dt.date) -> dict[str, int]:
         """Stored bars per ticker in sessions `since`..`last`: what a label run must hold in memory."""

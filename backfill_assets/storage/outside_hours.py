@@ -19,6 +19,12 @@ VIEW_SQL = (
 )
 
 
+def bars_source(extended: bool, has_outside: bool) -> str:
+    """The relation a reader of regular-hours bars (False) or of every bar (True) reads: `bars_all`
+    once outside-hours bars exist, else `bars`."""
+    return ALL_BARS if extended and has_outside else "bars"
+
+
 def split_hours(frame: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
     """`frame`'s regular-hours rows and its outside-hours rows (by its `regular_hours` column; none
     means all regular), each in the bars columns."""

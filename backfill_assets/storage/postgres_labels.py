@@ -12,7 +12,7 @@ import pandas as pd
 
 from backfill_assets.storage import label_versions as versions
 from backfill_assets.storage.base import Slice, valid_table
-from backfill_assets.storage.outside_hours import ALL_BARS, OUTSIDE
+from backfill_assets.storage.outside_hours import OUTSIDE, bars_source
 from backfill_assets.storage.postgres_copy import copy_out, copy_out_not_null, select_list
 from backfill_assets.storage.postgres_reader import PostgresReader
 from backfill_assets.storage.postgres_store import LOCK_CLASS, PostgresStore, table_columns
@@ -108,7 +108,7 @@ class PostgresLabelStore:
 
     def _source(self, reader: PostgresReader) -> str:
         """`bars`, or with extended hours (once any are stored) `bars_all`."""
-        return ALL_BARS if self.hours == "extended" and reader.table_exists(OUTSIDE) else "bars"
+        return bars_source(self.hours == "extended", reader.table_exists(OUTSIDE))
 
     def history_sizes(self, tickers: Collection[str], since: dt.date, last: dt.date) -> dict[str, int]:
         with self.bars.reader() as reader:
