@@ -146,19 +146,21 @@ def _extended_minutes(
     return _columns(ts, (open_, np.maximum(open_, close), np.minimum(open_, close), close), volume, 50.0)
 
 
+def _minutes_in(spans: list[tuple[pd.Timestamp, pd.Timestamp]]) -> np.ndarray:
+    """The minute starts (UTC ns) of [start, end) spans."""
+    return np.concatenate(
+        [np.arange(a.value, b.value, MINUTE_NS, dtype="int64") for a, b in spans] or [np.array([], "int64")]
+    )
+
+
 def _with_extended(
     ticker: str, day: dt.date, minutes: dict[str, np.ndarray], calendar: TradingCalendar, volume: float
 ) -> dict[str, np.ndarray]:
     """The session's minutes with its pre-market and after-hours minutes (calendar.extended_spans)."""
     spans = calendar.extended_spans(day)
     open_, close = calendar.open_close(day)
-    pre, post = [
-        np.concatenate(
-            [np.arange(a.value, b.value, MINUTE_NS, dtype="int64") for a, b in part]
-            or [np.array([], "int64")]
-        )
-        for part in ([sp for sp in spans if sp[1] <= open_], [sp for sp in spans if sp[0] >= close])
-    ]
+    pre = _minutes_in([sp for sp in spans if sp[1] <= open_])
+    post = _minutes_in([sp for sp in spans if sp[0] >= close])
     before = _extended_minutes(ticker, day, pre, float(minutes["open"][0]) * 0.997, volume)
     after = _extended_minutes(ticker, day, post, float(minutes["close"][-1]), volume)
     return {c: np.concatenate([before[c], minutes[c], after[c]]) for c in minutes}
@@ -185,7 +187,7 @@ class SyntheticProvider:
             closes, prev_closes = _close_logs(ticker, days, consts[0])
             for day, close_log, prev_log in zip(days, closes, prev_closes, strict=True):
                 spans = self.calendar.trading_spans(day)
-                ts = np.concatenate([np.arange(a.value, b.value, MINUTE_NS, dtype="int64") for a, b in spans])
+                ts = _minutes_in(spans)
                 minutes = _session_minutes(ticker, day, ts, (close_log, prev_log), consts)
                 if extended:
                     minutes = _with_extended(ticker, day, minutes, self.calendar, consts[1])
