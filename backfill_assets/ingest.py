@@ -8,11 +8,12 @@ from collections.abc import Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
+import numpy as np
 import pandas as pd
 
 from backfill_assets.calendar import TradingCalendar
 from backfill_assets.providers.base import BarProvider, BarRequest, FetchResult, in_regular_hours
-from backfill_assets.schemas import distinct_pairs, empty_bars, session_of, validate_bars
+from backfill_assets.schemas import bad_slices, distinct_pairs, empty_bars, session_of
 from backfill_assets.storage.base import BarStore, Slice
 from backfill_assets.symbols import validate_ticker
 from backfill_assets.timeframes import Timeframe
@@ -160,7 +161,14 @@ def write(
         frame, dropped = frame[regular].reset_index(drop=True), dropped + int((~regular).sum())
         regular = regular[regular]
     days = session_of(frame["ts"], calendar.tz)
-    validate_bars(frame, calendar.tz, set(written), days)
+    if bad := bad_slices(frame, calendar.tz, set(written), days):
+        # Bad bars fail their own slices (permanently, the rule named); the chunk's others land.
+        failed |= bad
+        written -= bad.keys()
+        unlisted -= bad.keys()
+        keep = np.array([key in written for key in zip(frame["ticker"], days, strict=True)], dtype=bool)
+        frame, regular = frame[keep].reset_index(drop=True), regular[keep]
+        days = days[keep].reset_index(drop=True)
     frame["session_date"] = days
     frame["regular_hours"] = regular
     frame["provider"] = provider.name
@@ -197,11 +205,11 @@ def ingest(
     calendar: TradingCalendar,
     timeframe: Timeframe,
 ) -> IngestReport:
-    """Fetch every slice, validate all bars, then replace the fetched slices in one store write.
+    """Fetch every slice, validate its bars, then replace the good slices in one store write.
 
     Slices of tickers the provider does not know, and sessions missing inside a ticker's data, are
-    reported in `failed` and left untouched in the store; sessions before a ticker's first bar are
-    written empty and reported in `unlisted`. Any other provider or validation error raises before
-    anything is written.
+    reported in `failed` and left untouched in the store, and so are slices holding a bar that breaks
+    a rule of `schemas.bad_slices` (the rule named); sessions before a ticker's first bar are written
+    empty and reported in `unlisted`. A provider error raises before anything is written.
     """
     return write(fetch(slices, provider, calendar, timeframe), provider, store, calendar, timeframe)

@@ -48,44 +48,78 @@ def empty_bars() -> pd.DataFrame:
     )
 
 
-def _fail(frame: pd.DataFrame, mask: np.ndarray | np.bool_, rule: str) -> None:
-    mask = np.asarray(mask, dtype=bool)
-    if mask.any():
-        first = frame.loc[mask].iloc[0]
-        raise BarValidationError(
-            f"{rule}: ticker {first['ticker']} ts {pd.Timestamp(first['ts']).isoformat()} "
-            f"({int(mask.sum())} bar(s) affected)"
-        )
+Slice = tuple[str, dt.date]
+
+
+def _first(frame: pd.DataFrame, mask: np.ndarray, rule: str) -> str:
+    first = frame.loc[mask].iloc[0]
+    return (
+        f"{rule}: ticker {first['ticker']} ts {pd.Timestamp(first['ts']).isoformat()} "
+        f"({int(mask.sum())} bar(s) affected)"
+    )
+
+
+def _rules(frame: pd.DataFrame) -> list[tuple[str, np.ndarray]]:
+    """Each per-bar rule and the mask of the bars breaking it, in the order they are reported."""
+    prices = frame[["open", "high", "low", "close"]].to_numpy(dtype="float64")
+    o, h, low, c = prices.T
+    volume = frame["volume"].to_numpy(dtype="float64")
+    return [
+        ("missing or non-finite price", ~np.isfinite(prices).all(axis=1)),
+        ("non-positive price", (prices <= 0).any(axis=1)),
+        ("high below max(open, close)", h < np.maximum(o, c)),
+        ("low above min(open, close)", low > np.minimum(o, c)),
+        ("negative or missing volume", ~np.isfinite(volume) | (volume < 0)),
+        ("duplicate timestamp", frame.duplicated(["ticker", "ts"], keep="first").to_numpy()),
+    ]
+
+
+def bad_slices(
+    frame: pd.DataFrame,
+    exchange_tz: str,
+    slices: set[Slice],
+    days: pd.Series | None = None,
+) -> dict[Slice, str]:
+    """The requested (ticker, session) `slices` holding a bar that must not be stored, each with the
+    first rule it breaks, naming the ticker, the first bad ts and how many bars break it.
+
+    Rules: finite positive prices, high >= max(open, close), low <= min(open, close), non-negative
+    volume, unique (ticker, ts), and each bar's exchange-local day being a requested session of its
+    ticker; a bar on another day fails every requested slice of its ticker (the provider answered
+    that ticker wrongly). `days`, if the caller has it, is `session_of(frame["ts"])`. The per-slice
+    grouping runs only on the failure path: a clean frame costs the vector rules alone.
+    """
+    if frame.empty:
+        return {}
+    day = session_of(frame["ts"], exchange_tz) if days is None else days
+    pairs = pd.DataFrame({"ticker": frame["ticker"], "day": day})
+    bad: dict[Slice, str] = {}
+    if not set(distinct_pairs(pairs)) <= slices:
+        outside = ~np.array([key in slices for key in zip(pairs["ticker"], pairs["day"], strict=True)])
+        for ticker in pd.unique(frame.loc[outside, "ticker"]):
+            mask = outside & (frame["ticker"] == ticker).to_numpy()
+            reason = _first(frame, mask, "bar outside the requested sessions' days")
+            bad |= {key: reason for key in slices if key[0] == ticker}
+    for rule, mask in _rules(frame):
+        if not mask.any():
+            continue
+        for key in distinct_pairs(pairs[mask]):
+            if key in slices and key not in bad:
+                rows = mask & (pairs["ticker"] == key[0]).to_numpy() & (pairs["day"] == key[1]).to_numpy()
+                bad[key] = _first(frame, rows, rule)
+    return bad
 
 
 def validate_bars(
     frame: pd.DataFrame,
     exchange_tz: str,
-    slices: set[tuple[str, dt.date]],
+    slices: set[Slice],
     days: pd.Series | None = None,
 ) -> None:
-    """Raise BarValidationError on the first rule a provider frame breaks.
-
-    Rules: finite positive prices, high >= max(open, close), low <= min(open, close),
-    non-negative volume, unique (ticker, ts), and each bar's exchange-local day being one of the
-    requested (ticker, session) `slices`. `days`, if the caller has it, is `session_of(frame["ts"])`.
-    """
-    if frame.empty:
-        return
-    prices = frame[["open", "high", "low", "close"]].to_numpy(dtype="float64")
-    _fail(frame, ~np.isfinite(prices).all(axis=1), "missing or non-finite price")
-    _fail(frame, (prices <= 0).any(axis=1), "non-positive price")
-    o, h, low, c = prices.T
-    _fail(frame, h < np.maximum(o, c), "high below max(open, close)")
-    _fail(frame, low > np.minimum(o, c), "low above min(open, close)")
-    volume = frame["volume"].to_numpy(dtype="float64")
-    _fail(frame, ~np.isfinite(volume) | (volume < 0), "negative or missing volume")
-    _fail(frame, frame.duplicated(["ticker", "ts"], keep="first").to_numpy(), "duplicate timestamp")
-    day = session_of(frame["ts"], exchange_tz) if days is None else days
-    pairs = pd.DataFrame({"ticker": frame["ticker"], "day": day})
-    if not set(distinct_pairs(pairs)) <= slices:  # the per-row mask only on the failure path
-        requested = [key in slices for key in zip(pairs["ticker"], pairs["day"], strict=True)]
-        _fail(frame, ~np.array(requested), "bar outside the requested sessions' days")
+    """Raise BarValidationError naming the first bad slice's rule (see `bad_slices`)."""
+    bad = bad_slices(frame, exchange_tz, slices, days)
+    if bad:
+        raise BarValidationError(next(iter(sorted(bad.items())))[1])
 
 
 def session_of(ts: pd.Series, exchange_tz: str) -> pd.Series:

@@ -24,8 +24,11 @@ from backfill_assets.providers.synthetic import SyntheticProvider
 from backfill_assets.storage.duckdb_store import DuckDBBarStore
 from backfill_assets.timeframes import TIMEFRAMES
 from backfill_assets_tests.servers.alpaca import (
+    NEW_YORK,
     AlpacaServer,
     AlpacaServerConfig,
+    Bar,
+    BarSource,
     _bar_json,
     _render,
     running_alpaca,
@@ -131,6 +134,50 @@ def test_unknown_symbol_fails_alone(
         "NVDA": 390,
         "TSLA": 390,
     }
+
+
+def bad_print(symbol: str, **fields: float) -> BarSource:
+    """The local server's bars with `symbol`'s 10:00 minute of every session altered: a bad print."""
+    inner = synthetic_bar_source()
+
+    def source(sym: str, timeframe: str, start: dt.datetime, end: dt.datetime) -> list[Bar]:
+        bars = inner(sym, timeframe, start, end)
+        if sym != symbol:
+            return bars
+        ten = [bar["t"].astimezone(NEW_YORK).time() == dt.time(10, 0) for bar in bars]
+        # Without its pre-rendered "json" the server renders the altered dict.
+        return [
+            {k: v for k, v in (bar | fields).items() if k != "json"} if t else bar
+            for bar, t in zip(bars, ten, strict=True)
+        ]
+
+    return source
+
+
+@pytest.mark.faults
+@pytest.mark.parametrize(
+    ("fields", "rule"),
+    [({"v": -5.0}, "negative or missing volume"), ({"c": float("nan")}, "missing or non-finite price")],
+    ids=["negative-volume", "nan-close"],
+)
+def test_a_bad_print_fails_its_partition_alone_and_is_not_retried(
+    instance: dg.DagsterInstance, alpaca: AlpacaServer, db_path: Path, fields: dict[str, float], rule: str
+) -> None:
+    alpaca.configure(bars=bad_print("MSFT", **fields))
+    tags = {RANGE_START: "2024-03-05|AAPL", RANGE_END: "2024-03-05|NVDA"}
+    result = run_bars(instance, alpaca, db_path, tags)
+    assert not result.success
+    assert not [e for e in result.all_events if e.event_type_value == "STEP_UP_FOR_RETRY"]
+    assert alpaca.count() == 1  # one request for the three tickers, never sent again
+    failure = result.get_step_failure_events()[0].step_failure_data.error
+    assert (
+        failure is not None
+        and f"1 partition(s) failed: {rule}: ticker MSFT ts 2024-03-05T15:00" in failure.to_string()
+    )
+    materialized = instance.get_materialized_partitions(dg.AssetKey("bars"))
+    assert materialized == {"2024-03-05|AAPL", "2024-03-05|NVDA"}
+    stored = DuckDBBarStore(db_path).read_bars()
+    assert stored.groupby("ticker").size().to_dict() == {"AAPL": 390, "NVDA": 390}
 
 
 @pytest.mark.faults

@@ -10,7 +10,7 @@ from backfill_assets.calendar import CalendarError, TradingCalendar
 from backfill_assets.ingest import ingest, plan_requests, spread
 from backfill_assets.providers.base import BarRequest, FetchResult, regular_hours
 from backfill_assets.providers.synthetic import SyntheticProvider
-from backfill_assets.schemas import BarValidationError
+from backfill_assets.schemas import BarValidationError, validate_bars
 from backfill_assets.storage.duckdb_store import DuckDBBarStore
 from backfill_assets.symbols import InvalidTickerError
 from backfill_assets.timeframes import TIMEFRAMES
@@ -100,17 +100,39 @@ def _shift_day(bars: pd.DataFrame) -> None:
         "wrong-day",
     ],
 )
-def test_bad_bars_are_named_and_nothing_is_written(
+def test_bad_bars_fail_their_partition_alone_by_rule_and_the_others_land(
     tamper: Callable[[pd.DataFrame], None], rule: str, calendar: TradingCalendar, store: DuckDBBarStore
 ) -> None:
-    ingest(
-        [("MSFT", D(2024, 1, 2)), ("MSFT", D(2024, 1, 3))], SyntheticProvider(calendar), store, calendar, M1
-    )
+    d2, d3 = D(2024, 1, 2), D(2024, 1, 3)
+    both = [(t, d) for t in ("AAPL", "MSFT") for d in (d2, d3)]
+    ingest(both, SyntheticProvider(calendar), store, calendar, M1)
     before = store.read_bars()
-    with pytest.raises(BarValidationError) as info:
-        ingest([("MSFT", D(2024, 1, 3))], TamperedProvider(calendar, tamper), store, calendar, M1)
-    assert rule in str(info.value) and "ticker MSFT ts 2024-01-0" in str(info.value)
-    pd.testing.assert_frame_equal(before, store.read_bars())
+    # Row 5 is AAPL's: its session fails, by rule; MSFT's lands from the same provider answer.
+    report = ingest([("AAPL", d3), ("MSFT", d3)], TamperedProvider(calendar, tamper), store, calendar, M1)
+    assert list(report.failed) == [("AAPL", d3)]
+    assert rule in report.failed[("AAPL", d3)] and "ticker AAPL ts 2024-01-0" in report.failed[("AAPL", d3)]
+    assert list(report.rows) == [("MSFT", d3)] and report.rows[("MSFT", d3)] == 390
+    after = store.read_bars()
+    pd.testing.assert_frame_equal(before[before["ticker"] == "AAPL"], after[after["ticker"] == "AAPL"])
+    msft = after[after["ticker"] == "MSFT"].groupby("session_date")["provider"].unique()
+    assert list(msft[d2]) == ["synthetic"] and list(msft[d3]) == ["tampered"]
+
+
+def test_a_bad_bar_fails_its_own_session_and_the_tickers_other_sessions_land(
+    calendar: TradingCalendar, store: DuckDBBarStore
+) -> None:
+    d2, d3 = D(2024, 1, 2), D(2024, 1, 3)
+    report = ingest(
+        [("AAPL", d2), ("AAPL", d3)], TamperedProvider(calendar, _set("volume", -5.0)), store, calendar, M1
+    )
+    assert list(report.failed) == [("AAPL", d2)] and list(report.rows) == [("AAPL", d3)]
+    assert set(store.read_bars()["session_date"]) == {d3}
+    with pytest.raises(BarValidationError, match="negative or missing volume: ticker AAPL"):
+        validate_bars(
+            TamperedProvider(calendar, _set("volume", -5.0)).fetch(BarRequest(("AAPL",), (d2,), M1)).bars,
+            calendar.tz,
+            {("AAPL", d2)},
+        )
 
 
 class HoleyProvider:

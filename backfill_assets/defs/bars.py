@@ -1,7 +1,7 @@
 """The `bars` asset: OHLCV per (session, ticker) partition, fetched in bulk, replaced atomically."""
 
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import dagster as dg
@@ -26,7 +26,8 @@ from backfill_assets.defs.run_facts import (
     streams_materializations,
 )
 from backfill_assets.ingest import IngestReport
-from backfill_assets.memory import MemoryBudgetError, peak_rss_mb
+from backfill_assets.memory import peak_rss_mb
+from backfill_assets.permanence import why_permanent
 from backfill_assets.settings import get_settings
 from backfill_assets.storage.base import Slice
 from backfill_assets.symbols import InvalidTickerError
@@ -123,8 +124,9 @@ def bars(
             if not stream:
                 yield from partition_materializations(context, _partition_facts(landed))
             record_run_facts(context, _run_facts(landed, store.describe(), bar_provider))
-        if isinstance(exc, MemoryBudgetError) or getattr(exc, "permanent", False):
-            raise dg.Failure(description=str(exc), allow_retries=False) from None
+        if (why := why_permanent(exc)) is not None:  # a step retry would only repeat it
+            context.log.error(f"not retried ({why}): {type(exc).__name__}: {exc}")
+            raise dg.Failure(description=f"{type(exc).__name__}: {exc}", allow_retries=False) from exc
         raise
     report = merge(reports, started)
     context.log.info(
@@ -156,13 +158,19 @@ def bars(
     record_run_facts(context, facts)
     if not stream:
         yield from partition_materializations(context, _partition_facts(report))
-    reasons = sorted(set(report.failed.values()))
-    raise dg.Failure(
-        description=f"{len(report.failed)} partition(s) failed: {'; '.join(reasons)}",
-        metadata={
-            "failed_partitions": dg.MetadataValue.json(
-                {partition_key(k): r for k, r in report.failed.items()}
-            )
-        },
+    raise failure(report.failed)
+
+
+def failure(failed: Mapping[Slice, str]) -> dg.Failure:
+    """The run's failed partitions, each with its reason, at most EXAMPLES of them named (a schedule
+    run of 500 tickers may fail 500 partitions: the failure event stays small)."""
+    reasons = sorted(set(failed.values()))
+    shown = "; ".join(reasons[:EXAMPLES]) + (
+        f"; and {len(reasons) - EXAMPLES} more" if len(reasons) > EXAMPLES else ""
+    )
+    examples = dict(sorted((partition_key(k), r) for k, r in failed.items())[:EXAMPLES])
+    return dg.Failure(
+        description=f"{len(failed)} partition(s) failed: {shown}",
+        metadata={"failed_count": len(failed), "failed_partitions": dg.MetadataValue.json(examples)},
         allow_retries=False,
     )

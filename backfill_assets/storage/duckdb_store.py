@@ -128,8 +128,13 @@ class DuckDBBarStore:
                     con.register(f"_rows{i}", rows)
                     con.execute(f"INSERT INTO {table} SELECT {select} FROM _rows{i}")
                 con.execute("COMMIT")
-            except BaseException:
-                con.execute("ROLLBACK")
+            except BaseException as exc:
+                try:
+                    con.execute("ROLLBACK")
+                except duckdb.Error as rollback:
+                    # A fatal error (a full disk) has already ended the transaction and invalidated
+                    # the database: the ROLLBACK's own error would hide the cause, which is `exc`.
+                    exc.add_note(f"ROLLBACK failed too: {rollback}")
                 raise
         return sum(len(rows) for _, _, rows in writes)
 
