@@ -4,6 +4,7 @@ import datetime as dt
 import json
 import math
 import os
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -215,6 +216,37 @@ def test_transient_faults_are_absorbed(
 
 
 @pytest.mark.faults
+def test_a_day_long_retry_after_fails_the_run_at_once_by_name(
+    instance: dg.DagsterInstance, alpaca: AlpacaServer, db_path: Path
+) -> None:
+    alpaca.configure(faults=[429], fault_wait_s=86_400)
+    started = time.monotonic()
+    result = run_bars(
+        instance, alpaca, db_path, {RANGE_START: "2024-03-05|AAPL", RANGE_END: "2024-03-05|AAPL"}
+    )
+    assert not result.success and time.monotonic() - started < 60
+    failure = result.get_step_failure_events()[0].step_failure_data.error
+    assert failure is not None and "HTTP 429 asking to wait 86400 s, over the 300 s" in failure.to_string()
+    assert not [e for e in result.all_events if e.event_type_value == "STEP_UP_FOR_RETRY"]
+    assert alpaca.count() == 1 and not db_path.exists()
+
+
+@pytest.mark.faults
+def test_a_long_wait_is_logged_in_the_run(
+    instance: dg.DagsterInstance, alpaca: AlpacaServer, db_path: Path
+) -> None:
+    alpaca.configure(faults=[429], fault_wait_s=6)
+    result = run_bars(
+        instance, alpaca, db_path, {RANGE_START: "2024-03-05|AAPL", RANGE_END: "2024-03-05|AAPL"}
+    )
+    assert result.success
+    logs = [e.message for e in instance.all_logs(result.run_id) if e.dagster_event is None]
+    assert any(
+        "alpaca: HTTP 429, the server asked for 6 s; waiting 6 s before retrying" in m for m in logs
+    ), logs
+
+
+@pytest.mark.faults
 def test_thirty_percent_429s_are_absorbed(
     instance: dg.DagsterInstance, alpaca: AlpacaServer, db_path: Path
 ) -> None:
@@ -249,14 +281,13 @@ def test_persistent_failure_trips_the_breaker_and_writes_nothing(
 def test_budget_lives_in_postgres_when_asked(
     instance: dg.DagsterInstance, alpaca: AlpacaServer, db_path: Path, postgres_url: str
 ) -> None:
-    rpm = 9000 + os.getpid() % 997  # a bucket table of this test's own: budget_alpaca_<rpm>
-    table = f"ratelimit___budget_alpaca_{rpm}"
+    table = "ratelimit___budget_alpaca"  # one per provider, whatever the limit
     tags = {RANGE_START: "2024-03-05|AAPL", RANGE_END: "2024-03-07|AAPL"}
     alpaca.configure(max_page_size=600)  # 3 whole exchange days, ~1,760 bars: 3 pages
+    with psycopg.connect(postgres_url, autocommit=True) as conn:
+        conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(sql.Identifier(table)))
     try:
-        result = run_bars(
-            instance, alpaca, db_path, tags, budget_postgres_url=postgres_url, requests_per_minute=rpm
-        )
+        result = run_bars(instance, alpaca, db_path, tags, budget_postgres_url=postgres_url)
         assert result.success
         with psycopg.connect(postgres_url) as conn:
             row = conn.execute(sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(table))).fetchone()
@@ -302,7 +333,7 @@ def test_budget_follows_an_instance_on_postgres(
             close_shared_budgets()
             instance.get_run_records()  # the instance itself is on Postgres
         with psycopg.connect(url) as conn:
-            row = conn.execute("SELECT count(*) FROM ratelimit___budget_alpaca_777").fetchone()
+            row = conn.execute("SELECT count(*) FROM ratelimit___budget_alpaca").fetchone()
         assert (
             row is not None and row[0] == alpaca.count() == 1
         )  # the budget lived in the instance's database

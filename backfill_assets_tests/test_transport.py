@@ -11,8 +11,10 @@ import psycopg
 import pytest
 from psycopg import sql
 
+from backfill_assets.defs.providers import AlpacaProviderResource
 from backfill_assets.providers.budget import BudgetExhaustedError, RateBudget
 from backfill_assets.providers.transport import CircuitBreaker, CircuitOpenError, RetryPolicy, server_wait_s
+from backfill_assets.settings import get_settings
 
 
 @pytest.mark.parametrize(
@@ -106,6 +108,34 @@ def test_three_processes_share_one_minute_budget(budget_home: tuple[str, str | N
     assert sum(spent) == 5  # nine wanted, five per minute for all of them; the rest timed out
 
 
+def _spend_at(home: tuple[str, str | None], rpm: int, out: "multiprocessing.Queue[list[float]]") -> None:
+    budget = RateBudget(
+        "alpaca" if home[1] is None else home[0], Path(home[0]), rpm, 4, home[1], window_s=2.0, max_wait_s=60
+    )
+    admitted = []
+    for _ in range(12):
+        with budget.request():
+            admitted.append(time.time())
+    out.put(admitted)
+
+
+def test_runs_with_different_limits_share_one_budget_and_no_window_holds_more(
+    budget_home: tuple[str, str | None],
+) -> None:
+    """Two runs at 300/min (10 per 2 s window) and one at 330/min (11): one log for the provider,
+    so no 2 s window of admissions holds more than 11, although 36 requests are wanted at once."""
+    ctx = multiprocessing.get_context("spawn")
+    out: multiprocessing.Queue[list[float]] = ctx.Queue()
+    procs = [ctx.Process(target=_spend_at, args=(budget_home, rpm, out)) for rpm in (300, 300, 330)]
+    for proc in procs:
+        proc.start()
+    admitted = sorted(t for _ in procs for t in out.get(timeout=120))
+    for proc in procs:
+        proc.join(timeout=30)
+    busiest = max(sum(1 for u in admitted if t <= u < t + 2.0) for t in admitted)
+    assert len(admitted) == 36 and busiest <= 11, busiest
+
+
 def _hold_a_slot(home: tuple[str, str | None], out: "multiprocessing.Queue[tuple[float, float]]") -> None:
     budget = _budget(home, rpm=100, slots=2)
     with budget.request():
@@ -127,3 +157,14 @@ def test_concurrent_requests_are_capped_across_processes(budget_home: tuple[str,
     edges = sorted([(s, 1) for s, _ in spans] + [(e, -1) for _, e in spans])
     in_flight = [sum(d for _, d in edges[: i + 1]) for i in range(len(edges))]
     assert max(in_flight) == 2  # five processes, two slots: never more than two requests in flight
+
+
+def test_a_run_config_never_raises_the_instances_limit(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("BACKFILL_REQUESTS_PER_MINUTE", "30")
+    get_settings.cache_clear()
+    try:
+        keys = {"api_key": "k", "secret_key": "s"}
+        assert AlpacaProviderResource(**keys, requests_per_minute=1000).instance_limit() == 30
+        assert AlpacaProviderResource(**keys, requests_per_minute=10).instance_limit() == 10
+    finally:
+        get_settings.cache_clear()

@@ -24,6 +24,7 @@ from backfill_assets.providers.sessions import BudgetedCurlSession, BudgetedSess
 from backfill_assets.providers.synthetic import SyntheticProvider
 from backfill_assets.providers.transport import CircuitBreaker, RequestStats, RetryPolicy, Transport
 from backfill_assets.providers.yahoo import YFinanceProvider
+from backfill_assets.settings import get_settings
 from backfill_assets.timeframes import Timeframe, parse_timeframe
 
 
@@ -91,6 +92,9 @@ class HttpProviderResource(BarProviderResource):
     timeout_s: float = Field(default=30.0, gt=0, description="Per HTTP request.")
     max_retries: int = Field(default=5, ge=0, description="For 429, 5xx, timeouts and cut connections.")
     max_backoff_s: float = Field(default=60.0, gt=0)
+    max_retry_after_s: float = Field(
+        default=300.0, gt=0, description="Longest Retry-After honoured; a longer one fails the request."
+    )
     breaker_threshold: int = Field(
         default=10,
         ge=1,
@@ -120,6 +124,19 @@ class HttpProviderResource(BarProviderResource):
             if isinstance(url, str):
                 self._instance_postgres_url = url.replace("postgresql+psycopg2://", "postgresql://", 1)
 
+    def instance_limit(self) -> int:
+        """The run's requests/minute, never above the instance's (BACKFILL_REQUESTS_PER_MINUTE in
+        the deployment's environment): a launchpad config may lower a run's share, never raise the
+        budget every run of the provider shares."""
+        cap = get_settings().requests_per_minute
+        if cap is None or self.requests_per_minute <= cap:
+            return self.requests_per_minute
+        dg.get_dagster_logger("backfill_assets").warning(
+            f"requests_per_minute={self.requests_per_minute} is over the instance's "
+            f"BACKFILL_REQUESTS_PER_MINUTE={cap}: this run uses {cap}"
+        )
+        return cap
+
     def budget(self) -> RateBudget:
         root = self._root or Path(tempfile.gettempdir())  # no instance: one budget per machine
         directory = Path(self.budget_dir) if self.budget_dir else root / "rate_budgets"
@@ -127,7 +144,7 @@ class HttpProviderResource(BarProviderResource):
         return shared_budget(
             self.provider_name,
             directory,
-            self.requests_per_minute,
+            self.instance_limit(),
             self.max_concurrent_requests,
             postgres_url,
             self.budget_window_s,
@@ -136,11 +153,16 @@ class HttpProviderResource(BarProviderResource):
     def transport(self, transient: tuple[type[BaseException], ...], json_body: bool) -> Transport:
         self._transport = Transport(
             budget=self.budget(),
-            retry=RetryPolicy(max_retries=self.max_retries, max_delay_s=self.max_backoff_s),
+            retry=RetryPolicy(
+                max_retries=self.max_retries,
+                max_delay_s=self.max_backoff_s,
+                max_server_wait_s=self.max_retry_after_s,
+            ),
             breaker=CircuitBreaker(self.provider_name, threshold=self.breaker_threshold),
             timeout_s=self.timeout_s,
             transient_errors=transient,
             json_body=json_body,
+            log=dg.get_dagster_logger("backfill_assets").warning,  # in the run's event log
         )
         return self._transport
 

@@ -9,6 +9,7 @@ operating system or the server frees the slot of a run that dies, so a killed ru
 import fcntl
 import hashlib
 import os
+import random
 import threading
 import time
 from collections.abc import Iterator
@@ -99,10 +100,9 @@ class RateBudget:
             raise ValueError(f"budget window must be 1-3600 s, got {window_s}")
         per_window = max(1, round(requests_per_minute * window_s / 60))
         rates = [Rate(per_window, int(window_s * 1000 * 61 / 60))]
-        # One table per configuration; per-minute budgets keep the name they always had.
-        table = f"budget_{provider}_{per_window}" + (
-            "" if window_s == 60 else f"_per_{int(window_s * 1000)}ms"
-        )
+        # One log per provider, whatever each run's limit or window: runs whose configs differ still
+        # share it, so the requests in flight to one provider are counted in one place.
+        table = f"budget_{provider}"
         bucket: AbstractBucket
         self._slots: _Slots
         if postgres_url:
@@ -123,11 +123,18 @@ class RateBudget:
         self._local = threading.BoundedSemaphore(max_concurrent)
 
     def _acquire_token(self) -> None:
-        if not self._limiter.try_acquire(self.provider, blocking=True, timeout=self.max_wait_s):
-            raise BudgetExhaustedError(
-                f"{self.provider}: no request token within {self.max_wait_s:.0f} s "
-                f"(budget {self.requests_per_minute}/min shared by all runs)"
-            )
+        """Spend a token, polling a fresh item each time. pyrate-limiter's own blocking wait records
+        the item at its first timestamp plus the sleeps it planned, so a wait that overslept (a busy
+        machine, another process holding the bucket's lock) stored the request earlier than it was
+        sent, and it left the window early: 31 requests in a 60 s window at 30/min."""
+        deadline = time.monotonic() + self.max_wait_s
+        while not self._limiter.try_acquire(self.provider, timeout=0):  # one try, no pyrate sleep
+            if time.monotonic() >= deadline:
+                raise BudgetExhaustedError(
+                    f"{self.provider}: no request token within {self.max_wait_s:.0f} s "
+                    f"(budget {self.requests_per_minute}/min shared by all runs)"
+                )
+            time.sleep(0.02 + random.uniform(0, 0.03))  # polls are one indexed count, under a lock
 
     @contextmanager
     def _slot(self) -> Iterator[None]:

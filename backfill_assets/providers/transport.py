@@ -19,6 +19,7 @@ from backfill_assets.providers.base import ProviderError
 from backfill_assets.providers.budget import RateBudget
 
 TRANSIENT_STATUS = frozenset({429, 500, 502, 503, 504})
+LOG_WAIT_S = 5.0  # a wait this long is logged: a run silent at STEP_START for minutes looks hung
 
 
 class CircuitOpenError(ProviderError):
@@ -35,11 +36,13 @@ class Response(Protocol):
 
 @dataclass
 class RetryPolicy:
-    """Bounded retries with exponential backoff and full jitter, capped at `max_delay_s`."""
+    """Bounded retries with exponential backoff and full jitter, capped at `max_delay_s`; a server's
+    own wait (Retry-After) is honoured up to `max_server_wait_s`, and past it the request fails."""
 
     max_retries: int = 5
     base_delay_s: float = 0.5
     max_delay_s: float = 60.0
+    max_server_wait_s: float = 300.0
 
     def backoff(self, attempt: int) -> float:
         return random.uniform(0, min(self.max_delay_s, self.base_delay_s * 2**attempt))
@@ -132,6 +135,7 @@ class Transport:
     json_body: bool = False  # a 200 whose body is not JSON (cut connection, proxy page) is transient
     stats: RequestStats = field(default_factory=RequestStats)
     sleep: Callable[[float], None] = time.sleep
+    log: Callable[[str], None] = lambda _: None  # where waits of LOG_WAIT_S or more are said
     _count_lock: threading.Lock = field(default_factory=threading.Lock)  # requests run in threads
 
     def send(self, do_request: Callable[[float], Any]) -> Any:
@@ -140,21 +144,24 @@ class Transport:
             self.breaker.check()
             last = attempt == self.retry.max_retries
             try:
+                asked = time.monotonic()
                 with self.budget.request():
+                    if (queued := time.monotonic() - asked) >= LOG_WAIT_S:
+                        self.log(f"{self.breaker.provider}: waited {queued:.0f} s for the shared budget")
                     self._count(requests=1)
                     response = do_request(self.timeout_s)
             except self.transient_errors as exc:
                 self.breaker.record(False, f"{type(exc).__name__}: {exc}"[:200])
                 if last:
                     raise
-                self._pause(self.retry.backoff(attempt))
+                self._pause(self.retry.backoff(attempt), type(exc).__name__)
                 continue
             status = int(response.status_code)
             if status == 200 and self.json_body and not _is_json(response):
                 self.breaker.record(False, "HTTP 200 with a body that is not JSON")
                 if last:
                     return response  # the client raises its own decoding error
-                self._pause(self.retry.backoff(attempt))
+                self._pause(self.retry.backoff(attempt), "a body that is not JSON")
                 continue
             if status not in TRANSIENT_STATUS:
                 self.breaker.record(True)
@@ -165,7 +172,18 @@ class Transport:
                 return response  # the client raises its own error with the provider's message
             wait = server_wait_s(response.headers) if status == 429 else None
             self._count(throttled=int(status == 429))
-            self._pause(wait + random.uniform(0, 0.25) if wait is not None else self.retry.backoff(attempt))
+            if wait is not None and wait > self.retry.max_server_wait_s:
+                # Waiting a day would hold the run and its pool slots with nothing to show for it.
+                raise ProviderError(
+                    f"{self.breaker.provider}: HTTP 429 asking to wait {wait:.0f} s, over the "
+                    f"{self.retry.max_server_wait_s:.0f} s this run waits (max_retry_after_s); nothing "
+                    "was written for the request, retry it later",
+                    permanent=True,
+                )
+            if wait is not None:
+                self._pause(wait + random.uniform(0, 0.25), f"HTTP 429, the server asked for {wait:.0f} s")
+            else:
+                self._pause(self.retry.backoff(attempt), f"HTTP {status}")
         raise AssertionError("unreachable")
 
     def _count(self, requests: int = 0, throttled: int = 0, retried: int = 0, waited_s: float = 0.0) -> None:
@@ -175,6 +193,8 @@ class Transport:
             self.stats.retried += retried
             self.stats.waited_s += waited_s
 
-    def _pause(self, seconds: float) -> None:
+    def _pause(self, seconds: float, why: str) -> None:
+        if seconds >= LOG_WAIT_S:
+            self.log(f"{self.breaker.provider}: {why}; waiting {seconds:.0f} s before retrying")
         self._count(retried=1, waited_s=seconds)
         self.sleep(seconds)

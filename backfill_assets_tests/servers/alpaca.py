@@ -58,6 +58,7 @@ class AlpacaServerConfig:
     rate_limit: int | None = None  # requests per rate_window_s per API key; None = unlimited
     rate_window_s: float = 60.0
     retry_after: bool = True  # send Retry-After on 429 (X-RateLimit-* are always sent)
+    fault_wait_s: int = 1  # the wait an injected 429 asks for (Retry-After and X-RateLimit-Reset)
     max_page_size: int = MAX_LIMIT  # caps `limit`: data points per page across all symbols
     latency_s: float = 0.0
     faults: list[Fault | None] = field(default_factory=list)  # one per request, in order; None = no fault
@@ -481,9 +482,9 @@ class AlpacaServer:
         if fault == 429:
             # As if another client drained the window: wait about a second (no budget is consumed).
             headers = {"X-RateLimit-Limit": str(cfg.rate_limit or 200), "X-RateLimit-Remaining": "0"}
-            headers["X-RateLimit-Reset"] = str(math.ceil(time.time()) + 1)
+            headers["X-RateLimit-Reset"] = str(math.ceil(time.time()) + cfg.fault_wait_s)
             if cfg.retry_after:
-                headers["Retry-After"] = "1"
+                headers["Retry-After"] = str(cfg.fault_wait_s)
             return _error(429, 42910000, "too many requests", headers)
         if fault in (502, 503, 504):
             return _gateway_page(fault)
