@@ -29,15 +29,27 @@ def dagster_dev_command(host: str, port: int) -> list[str]:
     return [dagster, "dev", "-w", str(PROJECT_ROOT / "workspace.yaml"), "-h", host, "-p", str(port)]
 
 
+# The demo runs its own backfill and nothing else: the freshness schedule, the gap sensor and the
+# label sensor start stopped in its `dagster dev` (they run in `make dev`), so no run of theirs takes
+# the queue or is cut short when the demo stops Dagster.
+QUIET = {"BACKFILL_FRESHNESS": "off", "BACKFILL_LABEL_AUTOMATION": "off"}
+UNFINISHED = ("QUEUED", "NOT_STARTED", "STARTING", "STARTED", "CANCELING")
+
+
 @contextmanager
-def dagster_dev(home: Path, port: int) -> Iterator[str]:
+def dagster_dev(home: Path, port: int, env: dict[str, str] | None = None) -> Iterator[str]:
     """Run `dagster dev` on 127.0.0.1:port for the project's workspace; stop it on exit."""
     log_path = home / "logs" / "dagster-dev.log"
     log_path.parent.mkdir(parents=True, exist_ok=True)
     command = dagster_dev_command("127.0.0.1", port)
     with log_path.open("wb") as log:
         process = subprocess.Popen(
-            command, cwd=PROJECT_ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            command,
+            cwd=PROJECT_ROOT,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            env={**os.environ, **(env or {})},
         )
     try:
         yield f"http://127.0.0.1:{port}"
@@ -71,6 +83,20 @@ def follow(url: str, backfill_id: str, timeout_s: float) -> str:
     raise TimeoutError(f"backfill {backfill_id} still running after {timeout_s:.0f} s")
 
 
+def wait_until_idle(timeout_s: float) -> None:
+    """Return once the instance has no run queued, starting or running, so stopping Dagster cuts
+    none short (a run the daemon launched as the backfill ended, a retry)."""
+    import dagster as dg
+
+    deadline = time.monotonic() + timeout_s
+    statuses = [dg.DagsterRunStatus[name] for name in UNFINISHED]
+    with dg.DagsterInstance.get() as instance:
+        while (busy := instance.get_runs_count(dg.RunsFilter(statuses=statuses))) > 0:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{busy} run(s) still unfinished after {timeout_s:.0f} s")
+            time.sleep(1)
+
+
 def run_demo(settings: Settings, tickers: list[str], n_sessions: int, home: Path, timeout_s: float) -> int:
     """Backfill `tickers` x the first `n_sessions` sessions from the start date; 0 when every row landed."""
     import dagster as dg
@@ -85,13 +111,14 @@ def run_demo(settings: Settings, tickers: list[str], n_sessions: int, home: Path
         )
     partitions = len(tickers) * len(sessions)
     started = time.monotonic()
-    with dagster_dev(home, free_port()) as url:
+    with dagster_dev(home, free_port(), QUIET) as url:
         print(f"dagster dev is up at {url} (DAGSTER_HOME={home})", flush=True)
         wait_until_loaded(url)
         title = f"demo: {len(tickers)} tickers x {len(sessions)} sessions"
         backfill_id, _ = launch_backfill(url, ["bars"], ranges, title, tags={"provider": settings.provider})
         print(f"launched backfill {backfill_id} ({partitions} partitions): {url}/runs/b/{backfill_id}")
         status = follow(url, backfill_id, timeout_s)
+        wait_until_idle(timeout_s)
     print(f"backfill {backfill_id} {status} in {time.monotonic() - started:.0f} s")
     return _report(settings, tickers, sessions, calendar) if status == "COMPLETED_SUCCESS" else 1
 

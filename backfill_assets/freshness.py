@@ -63,9 +63,19 @@ def closed_session(calendar: TradingCalendar, now: dt.datetime) -> dt.date:
 def freshness_enabled(env: Mapping[str, str]) -> bool:
     """BACKFILL_FRESHNESS: `on` (default) starts the schedule and gap sensor with the daemon; `off`
     leaves them stopped until switched on in the UI (a demo or a one-off backfill wants no extra runs)."""
-    raw = env.get("BACKFILL_FRESHNESS", "").strip().lower() or "on"
+    return _switch(env, "BACKFILL_FRESHNESS")
+
+
+def label_automation_enabled(env: Mapping[str, str]) -> bool:
+    """BACKFILL_LABEL_AUTOMATION: `on` (default) starts the sensor that requests labels after new
+    bars; `off` leaves it stopped (the demo: its own backfill only, then a clean instance)."""
+    return _switch(env, "BACKFILL_LABEL_AUTOMATION")
+
+
+def _switch(env: Mapping[str, str], name: str) -> bool:
+    raw = env.get(name, "").strip().lower() or "on"
     if raw not in ("on", "off"):
-        raise SettingsError(f"BACKFILL_FRESHNESS={raw!r}: expected on or off")
+        raise SettingsError(f"{name}={raw!r}: expected on or off")
     return raw == "on"
 
 

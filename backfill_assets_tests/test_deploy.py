@@ -54,3 +54,14 @@ def test_instance_commands_run_on_a_postgres_instance(project_env: dict[str, str
     listed = run([str(BIN / "backfill-assets"), "tickers", "list"], env)
     assert "ZZZ" in listed.stdout.split()
     assert "postgres" in (Path(env["DAGSTER_HOME"]) / "dagster.yaml").read_text()
+
+
+def test_the_shipped_instance_waits_for_slow_run_starts(tmp_path: Path) -> None:
+    """Dagster's run monitoring fails a run not STARTED 180 s after launch; runs of a large backfill
+    took longer under load. The instance loaded from the shipped dagster.yaml waits 15 minutes."""
+    import dagster as dg
+
+    (tmp_path / "dagster.yaml").write_text((PROJECT_ROOT / "dagster.yaml").read_text())
+    with dg.DagsterInstance.from_config(str(tmp_path)) as instance:
+        assert instance.run_monitoring_enabled
+        assert instance.run_monitoring_start_timeout_seconds == 900

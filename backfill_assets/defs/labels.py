@@ -13,6 +13,7 @@ The set's parameters are its asset's code_version: editing them marks every part
 Dagster, and the label table, stamped with the version that wrote it, refuses rows of another.
 """
 
+import os
 import time
 from collections.abc import Iterator, Sequence
 from typing import Any
@@ -37,6 +38,7 @@ from backfill_assets.defs.run_facts import (
     partition_materializations,
     record_run_facts,
 )
+from backfill_assets.freshness import label_automation_enabled
 from backfill_assets.labels.config import LabelSet, load_label_sets
 from backfill_assets.labels.materialize import (
     LABEL_BYTES_PER_BAR,
@@ -216,7 +218,9 @@ def label_definitions() -> dg.Definitions:
     recompute_sensor = dg.AutomationConditionSensorDefinition(
         "label_recompute_sensor",
         target=dg.AssetSelection.groups("labels"),
-        default_status=dg.DefaultSensorStatus.RUNNING,
+        default_status=dg.DefaultSensorStatus.RUNNING
+        if label_automation_enabled(os.environ)
+        else dg.DefaultSensorStatus.STOPPED,
         description="Evaluates the label assets' automation condition: labels follow new bars.",
     )
     sets = load_label_sets()
