@@ -1,7 +1,10 @@
 """The project CLI: `backfill-assets demo | tickers | backfill | status | gaps | labels | setup | serve`."""
 
 import argparse
+import datetime as dt
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
 from backfill_assets.home import ensure_dagster_home
@@ -9,7 +12,7 @@ from backfill_assets.labels.config import LabelConfigError
 from backfill_assets.settings import TICKER_PARTITIONS, SettingsError, load_settings
 from backfill_assets.symbols import InvalidTickerError, parse_tickers
 from backfill_assets.universe import missing_tickers
-from backfill_assets.webserver import WebserverError
+from backfill_assets.webserver import WebserverError, WebserverUnreachable
 
 if TYPE_CHECKING:
     from backfill_assets.calendar import TradingCalendar
@@ -18,7 +21,7 @@ if TYPE_CHECKING:
 def _tickers(args: argparse.Namespace) -> int:
     import dagster as dg
 
-    ensure_dagster_home()
+    home = ensure_dagster_home()
     with dg.DagsterInstance.get() as instance:
         known = instance.get_dynamic_partitions(TICKER_PARTITIONS)
         if args.action == "list":
@@ -32,7 +35,10 @@ def _tickers(args: argparse.Namespace) -> int:
         )
         new = missing_tickers(wanted, known)
         instance.add_dynamic_partitions(TICKER_PARTITIONS, new)
-    print(f"added {len(new)} ticker(s){': ' + ', '.join(new) if new else ''}; {len(known) + len(new)} known")
+    print(
+        f"added {len(new)} ticker(s){': ' + ', '.join(new) if new else ''}; {len(known) + len(new)} known "
+        f"(DAGSTER_HOME={home})"
+    )
     return 0
 
 
@@ -99,7 +105,8 @@ def _backfill(args: argparse.Namespace) -> int:
     print(f"{args.url}/runs/b/{backfill_id}")
     if not args.wait:
         return 0
-    return 0 if headless.follow(args.url, backfill_id, wait=True).status == "COMPLETED_SUCCESS" else 1
+    with _following(args.url, f"backfill {backfill_id}", f"backfill-assets status {backfill_id}"):
+        return 0 if headless.follow(args.url, backfill_id, wait=True).status == "COMPLETED_SUCCESS" else 1
 
 
 def _one_run(
@@ -121,13 +128,28 @@ def _one_run(
     print(f"{args.url}/runs/{run_id}")
     if not args.wait:
         return 0
-    return 0 if headless.follow_run(args.url, run_id) == "SUCCESS" else 1
+    with _following(args.url, f"run {run_id}", f"open {args.url}/runs/{run_id}"):
+        return 0 if headless.follow_run(args.url, run_id) == "SUCCESS" else 1
+
+
+@contextmanager
+def _following(url: str, what: str, how: str) -> Iterator[None]:
+    """Ctrl-C stops following, not the work: the daemon carries on with it."""
+    try:
+        yield
+    except KeyboardInterrupt:
+        print(
+            f"\nstopped following; {what} goes on in the daemon: {how}, or cancel it at {url}",
+            file=sys.stderr,
+        )
+        raise SystemExit(130) from None
 
 
 def _status(args: argparse.Namespace) -> int:
     from backfill_assets import headless
 
-    progress = headless.follow(args.url, args.backfill_id, wait=not args.no_wait)
+    with _following(args.url, f"backfill {args.backfill_id}", f"backfill-assets status {args.backfill_id}"):
+        progress = headless.follow(args.url, args.backfill_id, wait=not args.no_wait)
     return 0 if not progress.done or progress.status == "COMPLETED_SUCCESS" else 1
 
 
@@ -149,10 +171,21 @@ def _gaps(args: argparse.Namespace) -> int:
         missing = headless.gaps(instance, assets, tickers, sessions)
     for asset, pairs in missing.items():
         print(f"{asset}: {len(pairs)} missing (ticker, session) pair(s) in {sessions[0]}..{sessions[-1]}")
-        for ticker, day in pairs[: args.limit]:
-            print(f"  {ticker} {day}")
-        if len(pairs) > args.limit:
-            print(f"  ... and {len(pairs) - args.limit} more")
+        by_ticker: dict[str, list[dt.date]] = {}
+        for ticker, day in pairs:
+            by_ticker.setdefault(ticker, []).append(day)
+        for ticker, days in list(by_ticker.items())[: args.limit]:
+            runs = calendar.contiguous_runs(days)  # consecutive sessions as one range
+            shown = ", ".join(f"{r[0]}..{r[-1]} ({len(r)})" if len(r) > 1 else str(r[0]) for r in runs)
+            print(f"  {ticker} {shown}")
+        if len(by_ticker) > args.limit:
+            print(f"  ... and {len(by_ticker) - args.limit} more ticker(s)")
+        if pairs:
+            first, last = min(d for _, d in pairs), max(d for _, d in pairs)
+            print(
+                f"  fill: backfill-assets backfill --assets {asset} --tickers {','.join(by_ticker)} "
+                f"--start {first} --end {last}  (stored sessions in the box are fetched again, same rows)"
+            )
     return 0
 
 
@@ -248,7 +281,7 @@ def build_parser() -> argparse.ArgumentParser:
     gaps.add_argument("--tickers", help="comma-separated (default: every registered ticker)")
     gaps.add_argument("--start", help="first session (default: the partitions' start)")
     gaps.add_argument("--end", help="last session (default: the last completed session)")
-    gaps.add_argument("--limit", type=int, default=20, help="pairs listed per asset (default 20)")
+    gaps.add_argument("--limit", type=int, default=20, help="tickers listed per asset (default 20)")
     gaps.set_defaults(func=_gaps)
     for command in (backfill, status):
         command.add_argument(
@@ -300,6 +333,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.func(args))
     except (SettingsError, InvalidTickerError, LabelConfigError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except WebserverUnreachable as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except WebserverError as exc:

@@ -12,6 +12,8 @@ from backfill_assets.timeframes import Timeframe, parse_timeframe
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_START_DATE = dt.date(2024, 1, 2)
+EARLIEST_START = dt.date(1970, 1, 2)  # the first session a start date may name
+MIN_MEMORY_MB = 128  # a run needs this much to hold one chunk; the resource refuses less too
 DEFAULT_UNIVERSE_FILE = PROJECT_ROOT / "universe.txt"
 DEFAULT_DUCKDB_PATH = PROJECT_ROOT / "data" / "market.duckdb"
 PROVIDERS = ("synthetic", "alpaca", "yfinance", "files")
@@ -64,15 +66,34 @@ def _start_date(raw: str, today: dt.date) -> dt.date:
         raise SettingsError(f"BACKFILL_START_DATE={raw!r} is not an ISO date (YYYY-MM-DD)") from None
     if start > today:
         raise SettingsError(f"BACKFILL_START_DATE={raw!r} is in the future (today is {today.isoformat()})")
+    if start < EARLIEST_START:
+        # Every definitions load enumerates the sessions from here: a century of them costs seconds.
+        raise SettingsError(
+            f"BACKFILL_START_DATE={raw!r} is before {EARLIEST_START.isoformat()}: no provider serves "
+            "bars that old, and every load of the definitions would enumerate their sessions"
+        )
     return start
 
 
-def _positive_int(env: dict[str, str], name: str) -> int | None:
+def _calendar(env: dict[str, str]) -> str:
+    import exchange_calendars
+
+    name = env.get("BACKFILL_CALENDAR", "").strip() or "XNYS"
+    names = exchange_calendars.get_calendar_names(include_aliases=True)
+    if name not in names:
+        raise SettingsError(
+            f"BACKFILL_CALENDAR={name!r} is not an exchange_calendars name (e.g. XNYS, XNAS, XLON, XHKG)"
+        )
+    return name
+
+
+def _positive_int(env: dict[str, str], name: str, least: int = 1) -> int | None:
     raw = env.get(name, "").strip()
     if not raw:
         return None
-    if not raw.isdigit() or int(raw) < 1:
-        raise SettingsError(f"{name}={raw!r} must be a whole number of at least 1")
+    # isdigit alone accepts "²" and other digits int() refuses
+    if not (raw.isascii() and raw.isdigit()) or int(raw) < least:
+        raise SettingsError(f"{name}={raw!r} must be a whole number of at least {least}")
     return int(raw)
 
 
@@ -151,7 +172,7 @@ def load_settings(env: dict[str, str] | None = None, today: dt.date | None = Non
         start_date=_start_date(
             env.get("BACKFILL_START_DATE", DEFAULT_START_DATE.isoformat()), today or dt.date.today()
         ),
-        calendar=env.get("BACKFILL_CALENDAR", "XNYS"),
+        calendar=_calendar(env),
         universe=_universe(env, provider),
         duckdb_path=Path(env.get("BACKFILL_DUCKDB_PATH") or DEFAULT_DUCKDB_PATH),
         store=store,
@@ -159,7 +180,7 @@ def load_settings(env: dict[str, str] | None = None, today: dt.date | None = Non
         requests_per_minute=_positive_int(env, "BACKFILL_REQUESTS_PER_MINUTE"),
         max_concurrent_requests=_positive_int(env, "BACKFILL_MAX_CONCURRENT_REQUESTS"),
         budget_window_s=_positive_int(env, "BACKFILL_BUDGET_WINDOW_S"),
-        memory_budget_mb=_positive_int(env, "BACKFILL_MEMORY_BUDGET_MB") or 1024,
+        memory_budget_mb=_positive_int(env, "BACKFILL_MEMORY_BUDGET_MB", least=MIN_MEMORY_MB) or 1024,
         partitions_per_run=_positive_int(env, "BACKFILL_PARTITIONS_PER_RUN"),
         files=_files(env, provider),
         trading_hours=_trading_hours(env),

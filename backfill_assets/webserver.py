@@ -94,6 +94,10 @@ class WebserverBusy(WebserverError):
     """The webserver took the request but did not answer in time (it may still be working on it)."""
 
 
+class WebserverUnreachable(WebserverError):
+    """Nothing listens at the URL: no webserver runs there (a usage problem, not a failure)."""
+
+
 @dataclass(frozen=True)
 class BackfillProgress:
     status: str
@@ -117,12 +121,27 @@ def graphql(
     try:
         with urllib.request.urlopen(request, timeout=timeout) as response:
             payload = json.load(response)
+    except urllib.error.HTTPError as exc:  # it answered: say what, not that it is unreachable
+        detail = " ".join(exc.read().decode(errors="replace").split())[:500]
+        raise WebserverError(
+            f"dagster-webserver at {url} answered HTTP {exc.code} {exc.reason}: {detail}"
+        ) from exc
     except TimeoutError as exc:
         raise WebserverBusy(f"dagster-webserver at {url} gave no answer within {timeout:.0f} s") from exc
     except (urllib.error.URLError, ConnectionError) as exc:
-        if isinstance(getattr(exc, "reason", None), TimeoutError):
+        reason = getattr(exc, "reason", exc)
+        if isinstance(reason, TimeoutError):
             raise WebserverBusy(f"dagster-webserver at {url} gave no answer within {timeout:.0f} s") from exc
-        raise WebserverError(f"cannot reach dagster-webserver at {url}: {exc}") from exc
+        if isinstance(reason, ConnectionRefusedError):
+            raise WebserverUnreachable(
+                f"no dagster-webserver at {url} (connection refused): start one with `make dev`, or "
+                "point --url / DAGSTER_WEBSERVER_URL at yours"
+            ) from exc
+        raise WebserverError(f"cannot reach dagster-webserver at {url}: {reason}") from exc
+    except json.JSONDecodeError as exc:
+        raise WebserverError(
+            f"dagster-webserver at {url} answered with a body that is not JSON: {exc}"
+        ) from exc
     if payload.get("errors"):
         raise WebserverError(f"GraphQL error from {url}: {payload['errors'][0].get('message')}")
     return payload["data"]

@@ -192,7 +192,9 @@ def test_cli_backfill_runs_through_the_daemon_within_limits(
     assert gaps.returncode == 0, gaps.stderr
     lines = gaps.stdout.splitlines()
     assert lines[0] == "bars: 12 missing (ticker, session) pair(s) in 2024-02-28..2024-03-21"
-    assert lines[1:3] == ["  AAPL 2024-02-28", "  AAPL 2024-02-29"]
+    assert lines[1:3] == ["  AAPL 2024-02-28..2024-02-29 (2)", "  AMZN 2024-02-28..2024-02-29 (2)"]
+    fill = f"  fill: backfill-assets backfill --assets bars --tickers {','.join(TICKERS)} --start 2024-02-28"
+    assert lines[-1].startswith(f"{fill} --end 2024-02-29")
 
     # One session across the tickers as one queued run (the schedule's shape): no backfill, same rows
     before = DuckDBBarStore(db_path).read_bars().drop(columns="fetched_at")

@@ -73,6 +73,13 @@ def test_load_settings_universe_from_env_and_file(tmp_path: Path) -> None:
         ({"BACKFILL_UNIVERSE_FILE": "/nonexistent/u.txt"}, "cannot be read"),
         ({"BACKFILL_REQUESTS_PER_MINUTE": "-5"}, "BACKFILL_REQUESTS_PER_MINUTE='-5' must be a whole number"),
         ({"BACKFILL_MAX_CONCURRENT_REQUESTS": "0"}, "BACKFILL_MAX_CONCURRENT_REQUESTS='0' must be"),
+        ({"BACKFILL_CALENDAR": "FOO"}, "BACKFILL_CALENDAR='FOO' is not an exchange_calendars name"),
+        ({"BACKFILL_MEMORY_BUDGET_MB": "²"}, "BACKFILL_MEMORY_BUDGET_MB='²' must be a whole number"),
+        (
+            {"BACKFILL_MEMORY_BUDGET_MB": "100"},
+            "BACKFILL_MEMORY_BUDGET_MB='100' must be a whole number of at least 128",
+        ),
+        ({"BACKFILL_START_DATE": "1900-01-01"}, "BACKFILL_START_DATE='1900-01-01' is before 1970-01-02"),
     ],
 )
 def test_load_settings_rejects_bad_values(env: dict[str, str], message: str) -> None:

@@ -16,7 +16,7 @@ from backfill_assets.defs.providers import (
 )
 from backfill_assets.memory import MemoryBudget
 from backfill_assets.providers.alpaca import DEFAULT_URL
-from backfill_assets.settings import Settings, get_settings
+from backfill_assets.settings import MIN_MEMORY_MB, Settings, get_settings
 from backfill_assets.storage.base import LabelStore
 from backfill_assets.storage.duckdb_store import DuckDBBarStore
 from backfill_assets.storage.open import label_store
@@ -37,7 +37,9 @@ class BarStoreResource(dg.ConfigurableResource):
     postgres_url: str | None = Field(default=None, description="Bind with dg.EnvVar: it may hold a password.")
     postgres_schema: str = "public"
     lock_timeout_s: float = Field(default=600.0, gt=0)
-    memory_budget_mb: int = Field(default=1024, ge=128, description="Peak RSS budget of one run (MB).")
+    memory_budget_mb: int = Field(
+        default=1024, ge=MIN_MEMORY_MB, description="Peak RSS budget of one run (MB)."
+    )
 
     def build(self) -> DuckDBBarStore | PostgresStore:
         if self.backend == "postgres":
