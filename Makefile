@@ -3,6 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 PYTEST_ARGS ?=
+PORT ?= 3000
 BENCH_MODE ?= short  # bench_alpaca: short (20 requests / 6 s) or full (200 / minute, ~15 min)
 
 .PHONY: demo test faults lint dev dev-postgres bench chromium ui-check install install-dev clean
@@ -37,9 +38,9 @@ faults: install-dev  ## only the fault suite (kill -9 mid-write, provider faults
 	$(BIN)/python -m pytest -m faults --fault-report=benchmarks/results/faults.md $(PYTEST_ARGS)
 	$(BIN)/python benchmarks/readme.py
 
-dev: install  ## the Dagster UI and daemon on http://127.0.0.1:3000 for the project's DAGSTER_HOME
+dev: install  ## the Dagster UI and daemon on http://127.0.0.1:$(PORT) (default 3000) for the project's DAGSTER_HOME
 	$(BIN)/backfill-assets tickers sync
-	$(BIN)/backfill-assets serve
+	$(BIN)/backfill-assets serve --port $(PORT)
 
 # Team server: Dagster's instance and the data store on Postgres. Needs DAGSTER_PG_URL (instance
 # database) and BACKFILL_POSTGRES_URL (data; may be the same database).
@@ -47,7 +48,7 @@ dev-postgres: export BACKFILL_INSTANCE = postgres
 dev-postgres: export BACKFILL_STORE = postgres
 dev-postgres: install  ## the same, with the instance and the store on Postgres
 	$(BIN)/backfill-assets tickers sync
-	$(BIN)/backfill-assets serve
+	$(BIN)/backfill-assets serve --port $(PORT)
 
 bench: install-dev chromium  ## benchmark table (printed and written to benchmarks/results/)
 	$(BIN)/python benchmarks/bench_daemon_alpaca.py $(if $(filter full,$(BENCH_MODE)),--full,)

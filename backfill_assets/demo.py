@@ -12,7 +12,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 
 from backfill_assets.calendar import TradingCalendar, get_calendar
@@ -20,6 +20,7 @@ from backfill_assets.headless import partition_ranges
 from backfill_assets.home import instance_kind
 from backfill_assets.settings import PROJECT_ROOT, Settings
 from backfill_assets.storage.open import open_store
+from backfill_assets.supervise import GRACE_S, default_signals
 from backfill_assets.webserver import backfill_progress, free_port, launch_backfill, wait_until_loaded
 
 
@@ -49,6 +50,7 @@ def dagster_dev(home: Path, port: int, env: dict[str, str] | None = None) -> Ite
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
+            preexec_fn=default_signals,  # Ctrl-C and SIGTERM work even when the demo is a background job
             env={**os.environ, **(env or {})},
         )
     try:
@@ -58,11 +60,11 @@ def dagster_dev(home: Path, port: int, env: dict[str, str] | None = None) -> Ite
         raise
     finally:
         os.killpg(process.pid, signal.SIGINT)  # dagster dev shuts its webserver and daemon down cleanly
-        try:
-            process.wait(timeout=60)
-        except subprocess.TimeoutExpired:
+        with suppress(subprocess.TimeoutExpired):
+            process.wait(timeout=GRACE_S)
+        with suppress(ProcessLookupError):  # what outlived it: a code server, a daemon on its pipe
             os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
+        process.wait()
 
 
 def follow(url: str, backfill_id: str, timeout_s: float) -> str:

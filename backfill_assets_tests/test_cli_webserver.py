@@ -2,18 +2,21 @@
 what it is, with what to do; Ctrl-C stops following, never the backfill."""
 
 import http.server
+import os
 import signal
 import subprocess
 import threading
+import time
 from collections.abc import Iterator
+from contextlib import suppress
 from pathlib import Path
 
 import pytest
 
 from backfill_assets.settings import PROJECT_ROOT
-from backfill_assets.webserver import backfill_progress, free_port
+from backfill_assets.webserver import backfill_progress, free_port, wait_until_loaded
 from backfill_assets_tests.conftest import BIN, run
-from backfill_assets_tests.test_e2e_daemon import DagsterProcesses
+from backfill_assets_tests.test_e2e_daemon import DagsterProcesses, children, descendants
 
 pytestmark = pytest.mark.slow
 CLI = str(BIN / "backfill-assets")
@@ -27,8 +30,6 @@ def webserver(project_env: dict[str, str]) -> Iterator[tuple[str, dict[str, str]
     processes = DagsterProcesses(project_env)
     processes.start("webserver")
     try:
-        from backfill_assets.webserver import wait_until_loaded
-
         wait_until_loaded(processes.url)
         yield processes.url, {**project_env, "DAGSTER_WEBSERVER_URL": processes.url}
     finally:
@@ -98,3 +99,38 @@ def test_an_http_error_is_reported_as_what_it_is(project_env: dict[str, str], tm
     said = f"dagster-webserver at {url} answered HTTP 500 Internal Server Error: Internal Server Error: the"
     assert f"{said} code location is reloading" in result.stderr
     assert "cannot reach" not in result.stderr
+
+
+def _ignore_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # as a shell's background job starts a command
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["sigterm", "sigint"])
+def test_serve_stops_with_everything_it_started_within_seconds(
+    project_env: dict[str, str], signum: int
+) -> None:
+    port = free_port()
+    serve = subprocess.Popen(
+        [CLI, "serve", "--port", str(port)], cwd=PROJECT_ROOT, env=project_env, stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL, start_new_session=True, preexec_fn=_ignore_sigint,
+    )  # fmt: skip
+    spawned: list[int] = []
+    try:
+        wait_until_loaded(f"http://127.0.0.1:{port}")
+        spawned = descendants(children(), serve.pid)
+        assert len(spawned) >= 4, spawned  # dagster dev, its webserver, daemon and code server(s)
+        started = time.monotonic()
+        serve.send_signal(signum)
+        assert serve.wait(timeout=60) == 130
+        while (
+            alive := [p for p in spawned if Path(f"/proc/{p}").exists()]
+        ) and time.monotonic() - started < 60:
+            time.sleep(0.2)
+        took = time.monotonic() - started
+    finally:
+        with suppress(ProcessLookupError):
+            os.killpg(serve.pid, signal.SIGKILL)
+        for pid in spawned:
+            with suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+    assert not alive and took < 30, (alive, took)

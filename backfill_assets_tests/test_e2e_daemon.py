@@ -4,6 +4,7 @@ import datetime as dt
 import os
 import shutil
 import subprocess
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
@@ -80,11 +81,6 @@ class DagsterProcesses:
     def peak_rss_mb(self) -> dict[str, float]:
         """Peak RSS (VmHWM) of the webserver and the daemon, and the largest of each one's children
         (code servers; run workers come and go)."""
-        children: dict[int, list[int]] = {}
-        for stat in Path("/proc").glob("[0-9]*/stat"):
-            with suppress(OSError, ValueError, IndexError):
-                fields = stat.read_text().rsplit(")", 1)[1].split()
-                children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
 
         def hwm(pid: int) -> float:
             with suppress(OSError):
@@ -93,14 +89,10 @@ class DagsterProcesses:
                         return int(line.split()[1]) / 1024
             return 0.0
 
-        def descendants(pid: int) -> list[int]:
-            found = children.get(pid, [])
-            return found + [d for c in found for d in descendants(c)]
-
-        peaks = {}
+        peaks, tree = {}, children()
         for name, proc in self.current.items():
             peaks[name] = hwm(proc.pid)
-            peaks[f"{name}'s largest child"] = max((hwm(c) for c in descendants(proc.pid)), default=0.0)
+            peaks[f"{name}'s largest child"] = max((hwm(c) for c in descendants(tree, proc.pid)), default=0.0)
         return peaks
 
     def kill(self, name: str) -> None:
@@ -109,6 +101,10 @@ class DagsterProcesses:
         self.current[name].wait()
 
     def stop(self) -> None:
+        """Stop both and everything they started: code servers run in sessions of their own, so
+        killing the process groups alone left a `dagster api grpc` behind after every test."""
+        tree = children()
+        spawned = {d for proc in self.started for d in descendants(tree, proc.pid)}
         for proc in self.started:
             with suppress(ProcessLookupError):
                 os.killpg(proc.pid, 15)
@@ -117,8 +113,31 @@ class DagsterProcesses:
                 proc.wait(timeout=60)
             except subprocess.TimeoutExpired:
                 os.killpg(proc.pid, 9)
+        deadline = time.monotonic() + 10  # Dagster stops its code servers itself, given a moment
+        while (
+            alive := [pid for pid in spawned if Path(f"/proc/{pid}").exists()]
+        ) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        for pid in alive:
+            with suppress(ProcessLookupError):
+                os.kill(pid, 9)
         if os.environ.get("BACKFILL_KEEP_LOGS"):
             shutil.copytree(self.logs, Path(os.environ["BACKFILL_KEEP_LOGS"]), dirs_exist_ok=True)
+
+
+def children() -> dict[int, list[int]]:
+    """Each live process's children, from /proc."""
+    found: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with suppress(OSError, ValueError, IndexError):
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            found.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    return found
+
+
+def descendants(children: dict[int, list[int]], pid: int) -> list[int]:
+    found = children.get(pid, [])
+    return found + [d for c in found for d in descendants(children, c)]
 
 
 @contextmanager

@@ -117,7 +117,7 @@ def test_the_ui_binds_to_loopback_by_default(project_env: dict[str, str]) -> Non
             serve.wait(timeout=30)
     assert addresses and addresses <= LOOPBACK, addresses
     assert (
-        "$(BIN)/backfill-assets serve\n" in (PROJECT_ROOT / "Makefile").read_text()
+        "$(BIN)/backfill-assets serve --port $(PORT)\n" in (PROJECT_ROOT / "Makefile").read_text()
     )  # make dev: the default
 
 
