@@ -215,6 +215,21 @@ def _labels(args: argparse.Namespace) -> int:
     return 0
 
 
+def _default_pool_limits() -> dict[str, int]:
+    """Give each provider pool without a limit its default (POOL_LIMITS); never change one set.
+
+    The pools are what holds provider runs back whatever launched them (the UI's launch dialog adds
+    no `provider` run tag), but dagster.yaml only takes one default for every pool."""
+    import dagster as dg
+
+    with dg.DagsterInstance.get() as instance:
+        storage = instance.event_log_storage
+        unset = {p: n for p, n in POOL_LIMITS.items() if p not in set(storage.get_concurrency_keys())}
+        for pool, limit in unset.items():
+            storage.set_concurrency_slots(pool, limit)
+    return unset
+
+
 def _setup(args: argparse.Namespace) -> int:
     import subprocess
     from pathlib import Path
@@ -326,8 +341,11 @@ def _serve(args: argparse.Namespace) -> int:
                 f"e.g. `make dev PORT={args.port + 1}` or `backfill-assets serve --port {args.port + 1}`"
             ) from None
     home = ensure_dagster_home()
+    set_pools = _default_pool_limits()
     command = dagster_dev_command(args.host, args.port)
     print(f"DAGSTER_HOME={home}: http://{args.host}:{args.port}", flush=True)
+    if set_pools:
+        print("pool limits set: " + ", ".join(f"{p}={n}" for p, n in set_pools.items()), flush=True)
     os.chdir(PROJECT_ROOT)
     return supervise(command)
 

@@ -11,8 +11,10 @@ from collections.abc import Iterator
 from contextlib import suppress
 from pathlib import Path
 
+import dagster as dg
 import pytest
 
+from backfill_assets.cli import POOL_LIMITS
 from backfill_assets.settings import PROJECT_ROOT
 from backfill_assets.webserver import backfill_progress, free_port, wait_until_loaded
 from backfill_assets_tests.conftest import BIN, run
@@ -117,6 +119,10 @@ def test_serve_stops_with_everything_it_started_within_seconds(
     spawned: list[int] = []
     try:
         wait_until_loaded(f"http://127.0.0.1:{port}")
+        with dg.DagsterInstance.from_config(project_env["DAGSTER_HOME"]) as instance:
+            # What holds provider runs back when the UI launches them (no `provider` run tag).
+            pools = {p: instance.event_log_storage.get_concurrency_info(p).slot_count for p in POOL_LIMITS}
+        assert pools == POOL_LIMITS
         spawned = descendants(children(), serve.pid)
         assert len(spawned) >= 4, spawned  # dagster dev, its webserver, daemon and code server(s)
         started = time.monotonic()
