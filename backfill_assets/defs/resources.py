@@ -48,7 +48,8 @@ class BarStoreResource(dg.ConfigurableResource):
             return PostgresStore(self.postgres_url, self.postgres_schema, self.lock_timeout_s)
         if not self.duckdb_path:
             raise dg.Failure("bar_store: backend duckdb needs duckdb_path (BACKFILL_DUCKDB_PATH)")
-        return DuckDBBarStore(Path(self.duckdb_path), self.lock_timeout_s)
+        log = dg.get_dagster_logger("backfill_assets").warning  # in the run's event log
+        return DuckDBBarStore(Path(self.duckdb_path), self.lock_timeout_s, log)
 
     def labels(self, hours: str = "regular") -> LabelStore:
         return label_store(self.build(), hours)

@@ -7,8 +7,9 @@ user's DuckDB shell) is waited out with backoff until the same timeout.
 """
 
 import datetime as dt
+import re
 import time
-from collections.abc import Collection, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -35,35 +36,64 @@ OUTSIDE_DDL = BARS_DDL.replace("EXISTS bars (", f"EXISTS {OUTSIDE} (", 1)
 INSERT_SELECT = ", ".join(f"CAST({c} AS {BARS_SQL_TYPES[c]})" for c in BARS_COLUMNS)
 
 
+LOG_EVERY_S = 10.0
+
+
+def _holder(message: str) -> str:
+    """Who holds the file, from DuckDB's lock error ("Conflicting lock is held in /usr/bin/python3
+    (PID 4242) by user ana"), or "another process" when it does not say."""
+    match = re.search(r"held in (\S+) \(PID (\d+)\)( by user \S+)?", message)
+    if match is None:
+        return "another process"
+    return f"PID {match.group(2)} ({Path(match.group(1)).name}{(match.group(3) or '').rstrip('.')})"
+
+
 class DuckDBBarStore:
     """The `bars` table in one DuckDB file (created with its schema on first write)."""
 
-    def __init__(self, path: Path, lock_timeout_s: float = 600.0) -> None:
+    def __init__(
+        self, path: Path, lock_timeout_s: float = 600.0, log: Callable[[str], None] | None = None
+    ) -> None:
         self.path = Path(path)
         self.lock_path = self.path.with_name(self.path.name + ".lock")
         self.lock_timeout_s = lock_timeout_s
+        self.log = log or (lambda _: None)  # where a wait on another process's DuckDB lock is said
+        self.log_every_s = LOG_EVERY_S
 
     def describe(self) -> str:
         return str(self.path)
 
     @contextmanager
     def connect(self, *, read_only: bool) -> Iterator[duckdb.DuckDBPyConnection]:
-        with file_lock(self.lock_path, shared=read_only, timeout_s=self.lock_timeout_s):
-            deadline, delay = time.monotonic() + self.lock_timeout_s, 0.05
-            while True:
+        """A connection under the sidecar flock. While a process outside the project (a notebook's
+        DuckDB connection) holds DuckDB's own lock, the flock is let go between tries, so the
+        project's readers go on meanwhile, and the holder is logged every LOG_EVERY_S."""
+        started, said, delay = time.monotonic(), 0.0, 0.05
+        deadline = started + self.lock_timeout_s
+        while True:
+            with file_lock(self.lock_path, shared=read_only, timeout_s=max(0.0, deadline - time.monotonic())):
                 try:
                     con = duckdb.connect(str(self.path), read_only=read_only)
-                    break
                 except duckdb.IOException as exc:
                     if "lock" not in str(exc).lower() or time.monotonic() >= deadline:
                         raise StoreError(f"cannot open DuckDB file {self.path}: {exc}") from exc
-                    time.sleep(delay)
-                    delay = min(delay * 2, 2.0)
-            try:
-                con.execute("SET TimeZone = 'UTC'")
-                yield con
-            finally:
-                con.close()
+                    holder = _holder(str(exc))
+                else:
+                    try:
+                        con.execute("SET TimeZone = 'UTC'")
+                        yield con
+                    finally:
+                        con.close()
+                    return
+            if (waited := time.monotonic() - started) - said >= self.log_every_s:
+                said = waited
+                self.log(
+                    f"waiting {waited:.0f} s for DuckDB file {self.path}: {holder} keeps it open; a "
+                    "connection left open in a notebook or the duckdb shell blocks every write (read with "
+                    "backfill_assets.read.query, which opens the file per query)"
+                )
+            time.sleep(delay)
+            delay = min(delay * 2, 2.0)
 
     @contextmanager
     def reader(self) -> Iterator[DuckDBReader]:
