@@ -49,6 +49,23 @@ def test_cli_materializes_a_key_and_a_range(project_env: dict[str, str], db_path
     }  # fmt: skip
 
 
+def test_dg_launches_a_key_and_a_range_as_dagster_asset_materialize_does(
+    project_env: dict[str, str], db_path: Path
+) -> None:
+    sync(project_env)
+    dg = [str(BIN / "dg"), "launch", "--assets", "bars"]
+    one = run([*dg, "--partition", "2024-01-03|AAPL"], project_env)
+    assert one.returncode == 0, one.stderr[-3000:]
+    dates = run([*dg, "--partition-range", "2024-07-01|NVDA...2024-07-02|NVDA"], project_env)
+    assert dates.returncode == 0, dates.stderr[-3000:]
+    counts = DuckDBBarStore(db_path).read_bars().groupby(["ticker", "session_date"]).size().to_dict()
+    assert counts == {
+        ("AAPL", D(2024, 1, 3)): 390,
+        ("NVDA", D(2024, 7, 1)): 390,
+        ("NVDA", D(2024, 7, 2)): 390,
+    }
+
+
 def test_two_cli_processes_write_different_partitions_at_once(
     project_env: dict[str, str], db_path: Path, calendar: TradingCalendar
 ) -> None:
