@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 from backfill_assets.home import ensure_dagster_home
 from backfill_assets.labels.config import LabelConfigError
 from backfill_assets.settings import TICKER_PARTITIONS, SettingsError, load_settings
+from backfill_assets.supervise import POOL_LIMITS
 from backfill_assets.symbols import InvalidTickerError, parse_tickers
 from backfill_assets.universe import missing_tickers
 from backfill_assets.webserver import WebserverError, WebserverUnreachable
@@ -52,9 +53,6 @@ def _demo(args: argparse.Namespace) -> int:
     return run_demo(settings, tickers, args.sessions, ensure_dagster_home(), args.timeout)
 
 
-POOL_LIMITS = {"synthetic_api": 4, "alpaca_api": 2, "yfinance_api": 1}
-
-
 def _calendar_and_assets() -> tuple["TradingCalendar", list[str]]:
     from backfill_assets.calendar import get_calendar
     from backfill_assets.labels.config import load_label_sets
@@ -85,13 +83,13 @@ def _backfill(args: argparse.Namespace) -> int:
     tickers = parse_tickers(args.tickers, settings.provider) if args.tickers else list(settings.universe)
     sessions = headless.session_range(calendar, args.start, args.end)
     tags = {"provider": settings.provider, **_tags(args.tag)}
-    ensure_dagster_home()
+    home = ensure_dagster_home()
     with dg.DagsterInstance.get() as instance:
         new = missing_tickers(tickers, instance.get_dynamic_partitions(TICKER_PARTITIONS))
         instance.add_dynamic_partitions(TICKER_PARTITIONS, new)
         registered = instance.get_dynamic_partitions(TICKER_PARTITIONS)
     if new:
-        print(f"registered {len(new)} new ticker(s): {', '.join(new)}")
+        print(f"registered {len(new)} new ticker(s) in DAGSTER_HOME={home}: {', '.join(new)}")
     title = args.title or f"{','.join(assets)}: {len(tickers)} tickers x {len(sessions)} sessions"
     ranges = headless.partition_ranges(tickers, registered, sessions[0], sessions[-1])
     if args.as_run:
@@ -166,7 +164,8 @@ def _gaps(args: argparse.Namespace) -> int:
         args.end or calendar.last_partitioned().isoformat(),
     )
     tickers = parse_tickers(args.tickers) if args.tickers else None  # stored symbols: any provider's
-    ensure_dagster_home()
+    home = ensure_dagster_home()
+    print(f"materializations of DAGSTER_HOME={home}", file=sys.stderr)
     with dg.DagsterInstance.get() as instance:
         missing = headless.gaps(instance, assets, tickers, sessions)
     for asset, pairs in missing.items():
@@ -213,21 +212,6 @@ def _labels(args: argparse.Namespace) -> int:
         f"`backfill-assets backfill --assets labels/{args.name} --start <first session>`"
     )
     return 0
-
-
-def _default_pool_limits() -> dict[str, int]:
-    """Give each provider pool without a limit its default (POOL_LIMITS); never change one set.
-
-    The pools are what holds provider runs back whatever launched them (the UI's launch dialog adds
-    no `provider` run tag), but dagster.yaml only takes one default for every pool."""
-    import dagster as dg
-
-    with dg.DagsterInstance.get() as instance:
-        storage = instance.event_log_storage
-        unset = {p: n for p, n in POOL_LIMITS.items() if p not in set(storage.get_concurrency_keys())}
-        for pool, limit in unset.items():
-            storage.set_concurrency_slots(pool, limit)
-    return unset
 
 
 def _setup(args: argparse.Namespace) -> int:
@@ -323,31 +307,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    """`dagster dev` (webserver + daemon) on the project's DAGSTER_HOME, stopped cleanly and fast."""
-    import os
-    import socket
+    from backfill_assets.supervise import serve
 
-    from backfill_assets.demo import dagster_dev_command
-    from backfill_assets.settings import PROJECT_ROOT
-    from backfill_assets.supervise import supervise
-
-    load_settings()  # a bad setting fails here, clearly, not in the webserver's log
-    with socket.socket() as probe:
-        try:
-            probe.bind((args.host, args.port))
-        except OSError as exc:
-            raise SettingsError(
-                f"cannot serve on {args.host}:{args.port} ({exc.strerror}): pick another port, "
-                f"e.g. `make dev PORT={args.port + 1}` or `backfill-assets serve --port {args.port + 1}`"
-            ) from None
-    home = ensure_dagster_home()
-    set_pools = _default_pool_limits()
-    command = dagster_dev_command(args.host, args.port)
-    print(f"DAGSTER_HOME={home}: http://{args.host}:{args.port}", flush=True)
-    if set_pools:
-        print("pool limits set: " + ", ".join(f"{p}={n}" for p, n in set_pools.items()), flush=True)
-    os.chdir(PROJECT_ROOT)
-    return supervise(command)
+    return serve(args.host, args.port)
 
 
 def headless_url() -> str:

@@ -3,6 +3,11 @@
 `backfill` is exactly what the UI's "Materialize > backfill" does (`launchPartitionBackfill`), so the
 daemon runs it under every limit of dagster.yaml. `gaps` asks the instance which (ticker, session)
 partitions of each asset are not materialized, against the exchange calendar.
+
+The progress bar is drawn here, not by tqdm or rich (both come with Dagster): off a terminal (CI, a
+pipe, `make`) it prints one plain line per change, which scripts and the tests read, and the figures
+are Dagster's counts of a backfill, not an iteration it drives; either library would need the same
+line and redraw logic around it.
 """
 
 import datetime as dt

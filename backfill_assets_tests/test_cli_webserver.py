@@ -14,7 +14,7 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from backfill_assets.cli import POOL_LIMITS
+from backfill_assets.supervise import POOL_LIMITS
 from backfill_assets.settings import PROJECT_ROOT
 from backfill_assets.webserver import backfill_progress, free_port, wait_until_loaded
 from backfill_assets_tests.conftest import BIN, run

@@ -119,6 +119,7 @@ def _spend_at(home: tuple[str, str | None], rpm: int, out: "multiprocessing.Queu
     out.put(admitted)
 
 
+@pytest.mark.faults
 def test_runs_with_different_limits_share_one_budget_and_no_window_holds_more(
     budget_home: tuple[str, str | None],
 ) -> None:
@@ -159,6 +160,7 @@ def test_concurrent_requests_are_capped_across_processes(budget_home: tuple[str,
     assert max(in_flight) == 2  # five processes, two slots: never more than two requests in flight
 
 
+@pytest.mark.faults
 def test_a_run_config_never_raises_the_instances_limit(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("BACKFILL_REQUESTS_PER_MINUTE", "30")
     get_settings.cache_clear()

@@ -5,6 +5,13 @@ replaced by one whose `request` spends the shared budget and owns retries. 429 w
 Retry-After / X-RateLimit-Reset when given, else backs off exponentially with jitter; 5xx, timeouts
 and dropped connections retry a bounded number of times; anything else is returned at once for the
 client to raise (401/403/404/422 are permanent).
+
+Why not tenacity or stamina: an attempt here is not "call, raise, retry". Each attempt spends a
+shared-budget token and a concurrency slot, a 429 waits for the server's own hint and does not count
+towards the breaker while a 5xx does, a 200 with a body that is not JSON is retried but its response
+is handed back on the last try so the client raises its own error, and the breaker is shared by every
+request of a run. Expressed with tenacity's stop/wait/retry callbacks it takes as many lines, split
+across callbacks; the retry tests (test_transport, the fault suites) pin the behaviour either way.
 """
 
 import email.utils

@@ -1,4 +1,11 @@
-"""A cross-process file lock with a timeout (fcntl.flock), held only around short store operations."""
+"""A cross-process file lock with a timeout (fcntl.flock), held only around short store operations.
+
+Why not filelock (a dependency already, for pyrate-limiter): its FileLock is exclusive only, and the
+store needs shared locks for readers. Its ReadWriteLock (3.21+) is an SQLite transaction whose holds
+are per thread and per instance (a singleton per path unless told otherwise) and raise on a change of
+mode; the store takes a fresh lock per access from any thread of a run. flock gives exactly that, and
+the kernel frees it when a holder dies (the kill -9 tests), in the lines below.
+"""
 
 import fcntl
 import os
