@@ -14,8 +14,8 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from backfill_assets.supervise import POOL_LIMITS
 from backfill_assets.settings import PROJECT_ROOT
+from backfill_assets.supervise import POOL_LIMITS
 from backfill_assets.webserver import backfill_progress, free_port, wait_until_loaded
 from backfill_assets_tests.conftest import BIN, run
 from backfill_assets_tests.test_e2e_daemon import DagsterProcesses, children, descendants
