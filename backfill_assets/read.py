@@ -6,6 +6,7 @@ lock, and closes it: a write waits for one query at most, a query for one write'
 On Postgres any client reads while runs write (MVCC); `query` reads there too.
 """
 
+import re
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -27,10 +28,20 @@ def query(sql: str, params: Sequence[object] = (), path: Path | str | None = Non
     store = DuckDBBarStore(Path(path)) if path is not None else open_store(load_settings())
     if isinstance(store, PostgresStore):
         with store.connect() as conn:
-            cursor = conn.execute(sql.replace("?", "%s"), list(params))
+            cursor = conn.execute(postgres_placeholders(sql), list(params))
             columns = [c.name for c in cursor.description or []]
             return pd.DataFrame(cursor.fetchall(), columns=columns)
     if not store.path.exists():
         raise StoreError(f"no data yet: {store.path} does not exist (run a backfill first)")
     with store.connect(read_only=True) as con:
         return con.execute(sql, list(params)).df()
+
+
+_LITERAL = re.compile(r"('(?:[^']|'')*')")  # a quoted SQL string, '' being an escaped quote
+
+
+def postgres_placeholders(sql: str) -> str:
+    """`sql` with DuckDB's `?` placeholders as psycopg's `%s`: a `%` (LIKE 'A%') doubled everywhere,
+    since psycopg reads the whole text, and a `?` inside a quoted string left alone."""
+    parts = _LITERAL.split(sql.replace("%", "%%"))
+    return "".join(part if i % 2 else part.replace("?", "%s") for i, part in enumerate(parts))
