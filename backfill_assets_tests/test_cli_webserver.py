@@ -15,7 +15,7 @@ import dagster as dg
 import pytest
 
 from backfill_assets.settings import PROJECT_ROOT
-from backfill_assets.supervise import POOL_LIMITS
+from backfill_assets.supervise import POOL_LIMITS, default_signals
 from backfill_assets.webserver import backfill_progress, free_port, wait_until_loaded
 from backfill_assets_tests.conftest import BIN, run
 from backfill_assets_tests.test_e2e_daemon import DagsterProcesses, children, descendants
@@ -50,6 +50,7 @@ def test_label_backfills_launch_and_ctrl_c_leaves_the_backfill_running(
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        preexec_fn=default_signals,  # Ctrl-C as a terminal delivers it, whatever started the suite
     ) as proc:
         assert proc.stdout is not None and proc.stderr is not None
         launched = proc.stdout.readline()
