@@ -17,6 +17,7 @@ import yaml
 from backfill_assets.calendar import TradingCalendar
 from backfill_assets.settings import PROJECT_ROOT
 from backfill_assets.storage.duckdb_store import DuckDBBarStore
+from backfill_assets.supervise import default_signals
 from backfill_assets.webserver import free_port, wait_until_loaded
 from backfill_assets_tests.conftest import BIN, run
 from backfill_assets_tests.servers.alpaca import AlpacaServer, AlpacaServerConfig, running_alpaca
@@ -73,8 +74,10 @@ class DagsterProcesses:
 
     def start(self, name: str) -> None:
         log = (self.logs / f"{name}.log").open("ab")
+        # Signals at their defaults: started from a background job, SIGTERM would not stop them.
         proc = subprocess.Popen(self.commands[name], cwd=PROJECT_ROOT, env=self.env, stdout=log,
-                                stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
+                                stderr=subprocess.STDOUT, start_new_session=True,
+                                preexec_fn=default_signals)  # fmt: skip
         self.started.append(proc)
         self.current[name] = proc
 
