@@ -322,10 +322,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args))
-    except (SettingsError, InvalidTickerError, LabelConfigError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except WebserverUnreachable as exc:
+    except (SettingsError, InvalidTickerError, LabelConfigError, WebserverUnreachable) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except WebserverError as exc:

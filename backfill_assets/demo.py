@@ -7,12 +7,11 @@ stops Dagster and prints what landed in the store.
 
 import datetime as dt
 import os
-import signal
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager
 from pathlib import Path
 
 from backfill_assets.calendar import TradingCalendar, get_calendar
@@ -20,7 +19,7 @@ from backfill_assets.headless import partition_ranges
 from backfill_assets.home import instance_kind
 from backfill_assets.settings import PROJECT_ROOT, Settings
 from backfill_assets.storage.open import open_store
-from backfill_assets.supervise import GRACE_S, default_signals
+from backfill_assets.supervise import spawn, stop
 from backfill_assets.webserver import backfill_progress, free_port, launch_backfill, wait_until_loaded
 
 
@@ -44,27 +43,15 @@ def dagster_dev(home: Path, port: int, env: dict[str, str] | None = None) -> Ite
     log_path.parent.mkdir(parents=True, exist_ok=True)
     command = dagster_dev_command("127.0.0.1", port)
     with log_path.open("wb") as log:
-        process = subprocess.Popen(
-            command,
-            cwd=PROJECT_ROOT,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-            preexec_fn=default_signals,  # Ctrl-C and SIGTERM work even when the demo is a background job
-            env={**os.environ, **(env or {})},
-        )
+        env = {**os.environ, **(env or {})}
+        process = spawn(command, cwd=PROJECT_ROOT, stdout=log, stderr=subprocess.STDOUT, env=env)
     try:
         yield f"http://127.0.0.1:{port}"
     except BaseException:
         print(f"dagster dev log: {log_path}", file=sys.stderr)
         raise
     finally:
-        os.killpg(process.pid, signal.SIGINT)  # dagster dev shuts its webserver and daemon down cleanly
-        with suppress(subprocess.TimeoutExpired):
-            process.wait(timeout=GRACE_S)
-        with suppress(ProcessLookupError):  # what outlived it: a code server, a daemon on its pipe
-            os.killpg(process.pid, signal.SIGKILL)
-        process.wait()
+        stop(process)
 
 
 def follow(url: str, backfill_id: str, timeout_s: float) -> str:

@@ -15,6 +15,7 @@ import threading
 from collections.abc import Sequence
 from contextlib import suppress
 from types import FrameType
+from typing import Any
 
 GRACE_S = 20.0
 POOL_LIMITS = {"synthetic_api": 4, "alpaca_api": 2, "yfinance_api": 1}
@@ -25,27 +26,38 @@ def default_signals() -> None:
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
+def spawn(command: Sequence[str], **popen: Any) -> subprocess.Popen[Any]:
+    """`command` in a session of its own, with SIGINT and SIGTERM at their defaults."""
+    return subprocess.Popen(list(command), start_new_session=True, preexec_fn=default_signals, **popen)
+
+
+def stop(child: subprocess.Popen[Any], grace_s: float = GRACE_S) -> int:
+    """Interrupt `child`'s session (dagster dev's own clean shutdown), wait `grace_s`, then kill what
+    is left of it (a code server, a daemon still waiting on its shutdown pipe); its exit code."""
+    if child.poll() is None:
+        os.killpg(child.pid, signal.SIGINT)
+        with suppress(subprocess.TimeoutExpired):
+            child.wait(timeout=grace_s)
+    with suppress(ProcessLookupError):
+        os.killpg(child.pid, signal.SIGKILL)
+    return child.wait()
+
+
 def supervise(command: Sequence[str], grace_s: float = GRACE_S) -> int:
     """Run `command` until it exits or this process gets SIGINT/SIGTERM; its exit code (130 when
     stopped by a signal)."""
-    stop = threading.Event()
+    stopping = threading.Event()
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
-        stop.set()
+        stopping.set()
 
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, on_signal)
-    child = subprocess.Popen(list(command), start_new_session=True, preexec_fn=default_signals)
-    while child.poll() is None and not stop.wait(0.5):
+    child = spawn(command)
+    while child.poll() is None and not stopping.wait(0.5):
         pass
-    if child.poll() is None:
-        os.killpg(child.pid, signal.SIGINT)  # dagster dev's own clean shutdown, given `grace_s`
-        with suppress(subprocess.TimeoutExpired):
-            child.wait(timeout=grace_s)
-    with suppress(ProcessLookupError):  # a code server or a daemon still waiting on its pipe
-        os.killpg(child.pid, signal.SIGKILL)
-    code = child.wait()
-    return 130 if stop.is_set() else code
+    code = stop(child, grace_s)
+    return 130 if stopping.is_set() else code
 
 
 def serve(host: str, port: int) -> int:
